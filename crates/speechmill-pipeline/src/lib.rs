@@ -1,8 +1,18 @@
 //! The per-clip pipeline of speechmill: decode, validate, standardise, measure, gate, and the
 //! dataset writers.
 //!
-//! Invariant: this crate is pure and synchronous per clip. It reads the input bytes it is given and
-//! writes only through the dataset writers; it does no network or database I/O and knows nothing of
-//! HTTP, queues or metrics backends.
+//! Invariant: processing a clip is pure and synchronous. It reads the input file it is given and
+//! returns measurements, a verdict and encoded audio; it does no network or database I/O and knows
+//! nothing of HTTP, queues or metrics backends. Only [`output`] and [`dataset`] write files.
 
+pub mod clip;
+pub mod config;
 pub mod dataset;
+pub mod gate;
+pub mod inputs;
+pub mod output;
+pub mod reason;
+
+pub use clip::{ClipInput, Measurements, Processed, Rejection, process_clip};
+pub use config::PipelineConfig;
+pub use reason::{Reason, Stage};

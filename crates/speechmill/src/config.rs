@@ -1,0 +1,124 @@
+//! The effective configuration: defaults, then a TOML file, then `SPEECHMILL_*` environment
+//! variables, then command-line flags; a later source overrides an earlier one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use speechmill_pipeline::PipelineConfig;
+
+/// How a run is carried out (does not change its results).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Worker threads; 0 means one per core.
+    pub jobs: usize,
+    /// A Parquet shard closes once it holds this many bytes of audio.
+    pub max_shard_bytes: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig { jobs: 0, max_shard_bytes: 256 * 1024 * 1024 }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "warn".into(), format: LogFormat::Text }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything speechmill can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The per-clip pipeline: `[standardise]` and `[gate]`.
+    #[serde(flatten)]
+    pub pipeline: PipelineConfig,
+    /// `[run]`.
+    pub run: RunConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+/// The prefix of configuration environment variables; `__` separates sections:
+/// `SPEECHMILL_STANDARDISE__TARGET_LUFS=-20`.
+pub const ENV_PREFIX: &str = "SPEECHMILL_";
+
+/// The sections of the configuration; other `SPEECHMILL_*` variables are not configuration.
+const SECTIONS: &[&str] = &["standardise", "gate", "run", "log"];
+
+impl Config {
+    /// Builds the effective configuration from every source, then validates it.
+    ///
+    /// `overrides` holds only the values given as flags, nested like the file.
+    pub fn load(file: Option<&Path>, overrides: serde_json::Value) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                bail!("configuration file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment
+            .merge(
+                Env::prefixed(ENV_PREFIX)
+                    .filter(|key| {
+                        let key = key.as_str().to_ascii_lowercase();
+                        SECTIONS.iter().any(|section| key.starts_with(&format!("{section}__")))
+                    })
+                    .split("__")
+                    .lowercase(true),
+            )
+            .merge(Serialized::globals(overrides));
+        let config: Config = figment.extract().map_err(|err| {
+            let messages: Vec<String> = err.into_iter().map(|error| error.to_string()).collect();
+            anyhow::anyhow!("invalid configuration: {}", messages.join("; "))
+        })?;
+        if let Err(problems) = config.pipeline.validate() {
+            bail!("invalid configuration: {}", problems.join("; "));
+        }
+        Ok(config)
+    }
+
+    /// The configuration file named by `--config` or `SPEECHMILL_CONFIG`.
+    pub fn file_from(flag: Option<PathBuf>) -> Option<PathBuf> {
+        flag.or_else(|| std::env::var_os("SPEECHMILL_CONFIG").map(PathBuf::from))
+    }
+
+    /// SHA-256 of the canonical JSON of what decides a run's results (the pipeline section).
+    pub fn results_hash(&self) -> String {
+        let canonical = serde_json::to_string(&self.pipeline).unwrap_or_default();
+        let digest = Sha256::digest(canonical.as_bytes());
+        digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// The configuration as TOML text.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string_pretty(self).context("cannot show the configuration as TOML")
+    }
+}

@@ -1,0 +1,433 @@
+//! `speechmill process`: lists the inputs, keeps the run state in SQLite, processes clips on
+//! every core, and writes the dataset.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::IsTerminal;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Map, Value, json};
+use speechmill_audio::decode::RawFormat;
+use speechmill_pipeline::clip::{ClipInput, Measurements, Rejection, process_clip};
+use speechmill_pipeline::dataset::ParquetOptions;
+use speechmill_pipeline::inputs::{InputClip, discover};
+use speechmill_pipeline::output::{ClipRecord, OutputOptions, RunFacts, Summary, finish_run, write_atomic};
+use speechmill_pipeline::{PipelineConfig, Reason, Stage, gate};
+use speechmill_queue::batch::Finished;
+use speechmill_queue::{BatchStore, JobRecord, JobSpec, JobState};
+use tokio::sync::mpsc;
+
+use crate::cli::ProcessArgs;
+use crate::config::{Config, LogFormat};
+use crate::exit;
+
+/// The folder inside the output folder that holds the run state.
+const STATE_DIR: &str = ".speechmill";
+/// Results are committed to the run state in batches of at most this many clips...
+const COMMIT_BATCH: usize = 64;
+/// ...or after this long, whichever comes first.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Runs `speechmill process` and returns the exit code.
+pub fn run(args: ProcessArgs) -> u8 {
+    let config = match Config::load(Config::file_from(args.config.clone()).as_deref(), args.settings.overrides()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("speechmill: {err:#}");
+            return exit::USAGE;
+        }
+    };
+    init_logging(&config);
+    let clips = match discover(&args.inputs, args.settings.raw_format) {
+        Ok(clips) => clips,
+        Err(err) => {
+            eprintln!("speechmill: {err}");
+            return exit::USAGE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("speechmill: cannot start: {err}");
+            return exit::FAILURE;
+        }
+    };
+    match runtime.block_on(run_batch(&args, &config, clips)) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            eprintln!("speechmill: {err:#}");
+            if err.downcast_ref::<UsageError>().is_some() { exit::USAGE } else { exit::FAILURE }
+        }
+    }
+}
+
+/// An error that is the user's to fix (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
+
+async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let out = &args.out;
+    fs::create_dir_all(out.join("audio")).with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    fs::create_dir_all(out.join(STATE_DIR)).with_context(|| format!("cannot create {}", out.join(STATE_DIR).display()))?;
+    let store = BatchStore::open(&out.join(STATE_DIR).join("run.sqlite"))
+        .await
+        .with_context(|| format!("cannot open the run state in {}", out.join(STATE_DIR).display()))?;
+
+    let config_hash = config.results_hash();
+    match store.meta("config_hash").await? {
+        Some(stored) if stored != config_hash => {
+            return Err(UsageError(format!(
+                "{} holds a run made with a different configuration; use a new --out folder, or remove the old one",
+                out.display()
+            ))
+            .into());
+        }
+        Some(_) => {}
+        None => {
+            store.set_meta("config_hash", &config_hash).await?;
+            store.set_meta("config", &serde_json::to_string(&config.pipeline)?).await?;
+        }
+    }
+    let specs: Vec<JobSpec> = clips.iter().enumerate().map(|(seq, clip)| job_spec(seq, clip)).collect();
+    store.register(&specs).await.map_err(|err| match err {
+        speechmill_queue::QueueError::Conflict(message) => anyhow::Error::new(UsageError(message)),
+        other => anyhow::Error::new(other),
+    })?;
+    let pending = store.unfinished().await?;
+    let already_done = clips.len() - pending.len();
+    if already_done > 0 {
+        tracing::info!(done = already_done, left = pending.len(), "resuming an interrupted run");
+    }
+
+    let jobs = match config.run.jobs {
+        0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
+        jobs => jobs,
+    };
+    let progress = progress_bar(args.quiet, clips.len() as u64, already_done as u64);
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = Arc::clone(&interrupted);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+
+    let audio_seconds = process_pending(pending, jobs, out, &config.pipeline, &store, &progress, &interrupted).await?;
+    progress.finish_and_clear();
+    if interrupted.load(Ordering::SeqCst) {
+        eprintln!("speechmill: interrupted; run the same command again to resume");
+        store.close().await;
+        return Ok(exit::INTERRUPTED);
+    }
+
+    let records: Vec<ClipRecord> = store.all().await?.into_iter().map(clip_record).collect();
+    store.close().await;
+    let facts = RunFacts {
+        speechmill_version: env!("CARGO_PKG_VERSION").to_string(),
+        config: serde_json::to_value(&config.pipeline)?,
+        config_hash,
+        models: BTreeMap::from([("vad".to_string(), "earshot 1.2 (pure Rust)".to_string())]),
+        wall_time_s: started.elapsed().as_secs_f64(),
+        command: std::env::args().collect(),
+    };
+    let options = OutputOptions {
+        reject_duplicates: config.pipeline.gate.enabled && config.pipeline.gate.reject_duplicates,
+        parquet: ParquetOptions {
+            sampling_rate: config.pipeline.standardise.sample_rate_hz,
+            max_shard_bytes: config.run.max_shard_bytes,
+            split: "train".into(),
+        },
+    };
+    let summary = finish_run(out, &records, &options, &facts).context("cannot write the dataset")?;
+    if !args.quiet {
+        print_summary(&summary, out, facts.wall_time_s, audio_seconds);
+    }
+    Ok(if summary.internal_failures > 0 { exit::INTERNAL_REJECTIONS } else { exit::OK })
+}
+
+fn job_spec(seq: usize, clip: &InputClip) -> JobSpec {
+    let mut spec = Map::new();
+    spec.insert("path".into(), json!(clip.path.to_string_lossy()));
+    if clip.path.to_str().is_none() {
+        // Linux file names are bytes; keep the exact name so the file can be opened again.
+        spec.insert("path_bytes".into(), json!(clip.path.as_os_str().as_encoded_bytes()));
+    }
+    if let Some(raw) = clip.raw_format {
+        spec.insert("raw_format".into(), json!(raw.to_string()));
+    }
+    spec.insert("columns".into(), Value::Object(clip.columns.clone()));
+    JobSpec { id: clip.id.clone(), seq: seq as i64, source: clip.source.clone(), spec: Value::Object(spec) }
+}
+
+fn spec_path(spec: &Value) -> PathBuf {
+    if let Some(bytes) = spec.get("path_bytes").and_then(Value::as_array) {
+        let bytes: Vec<u8> = bytes.iter().filter_map(Value::as_u64).map(|byte| byte as u8).collect();
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStringExt;
+            return PathBuf::from(std::ffi::OsString::from_vec(bytes));
+        }
+        #[cfg(not(unix))]
+        return PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    PathBuf::from(spec.get("path").and_then(Value::as_str).unwrap_or_default())
+}
+
+/// What a worker sends back for one clip.
+struct WorkerResult {
+    finished: Finished,
+    audio_seconds: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn process_pending(
+    pending: Vec<JobRecord>,
+    jobs: usize,
+    out: &Path,
+    pipeline: &PipelineConfig,
+    store: &BatchStore,
+    progress: &ProgressBar,
+    interrupted: &Arc<AtomicBool>,
+) -> anyhow::Result<f64> {
+    let pending = Arc::new(pending);
+    // Next index into `pending`; each worker takes the next job until none is left.
+    let next = Arc::new(AtomicUsize::new(0));
+    let (sender, mut receiver) = mpsc::channel::<WorkerResult>(jobs * 4);
+    let mut workers = Vec::new();
+    for _ in 0..jobs.min(pending.len().max(1)) {
+        let pending = Arc::clone(&pending);
+        let next = Arc::clone(&next);
+        let sender = sender.clone();
+        let interrupted = Arc::clone(interrupted);
+        let out = out.to_path_buf();
+        let pipeline = pipeline.clone();
+        workers.push(std::thread::spawn(move || {
+            loop {
+                if interrupted.load(Ordering::SeqCst) {
+                    break;
+                }
+                let index = next.fetch_add(1, Ordering::SeqCst);
+                let Some(job) = pending.get(index) else { break };
+                let result = run_job(job, &out, &pipeline);
+                if sender.blocking_send(result).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    drop(sender);
+
+    let mut batch: Vec<Finished> = Vec::with_capacity(COMMIT_BATCH);
+    let mut last_commit = Instant::now();
+    let mut audio_seconds = 0.0;
+    let started = Instant::now();
+    loop {
+        let received = tokio::time::timeout(COMMIT_INTERVAL, receiver.recv()).await;
+        let done = match received {
+            Ok(Some(result)) => {
+                audio_seconds += result.audio_seconds;
+                batch.push(result.finished);
+                progress.inc(1);
+                let hours_per_second = audio_seconds / 3600.0 / started.elapsed().as_secs_f64().max(1e-9);
+                progress.set_message(format!("{hours_per_second:.3} audio h/s"));
+                false
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if !batch.is_empty() && (done || batch.len() >= COMMIT_BATCH || last_commit.elapsed() >= COMMIT_INTERVAL) {
+            store.finish(&batch).await.context("cannot record results in the run state")?;
+            batch.clear();
+            last_commit = Instant::now();
+        }
+        if done {
+            break;
+        }
+    }
+    for worker in workers {
+        let _ = worker.join();
+    }
+    Ok(audio_seconds)
+}
+
+/// Processes one job: never panics, never fails; every outcome is a final job state.
+fn run_job(job: &JobRecord, out: &Path, pipeline: &PipelineConfig) -> WorkerResult {
+    let path = spec_path(&job.spec);
+    let raw_format = job.spec.get("raw_format").and_then(Value::as_str).and_then(|text| text.parse::<RawFormat>().ok());
+    let columns = job.spec.get("columns").and_then(Value::as_object).cloned().unwrap_or_default();
+    let input = ClipInput { path: &path, raw_format };
+    let started = Instant::now();
+    let outcome = catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline)));
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<&str>()
+                .map(|text| text.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(clip.id = %job.id, source = %job.source, error = %detail, "speechmill panicked on a clip");
+            Err(Rejection {
+                reason: Reason::InternalError,
+                message: format!("speechmill failed on this clip (a bug; please report it): {detail}"),
+                stage: Stage::Decode,
+                measurements: Measurements::default(),
+                content_hash: None,
+            })
+        }
+    };
+    tracing::debug!(clip.id = %job.id, elapsed_s = started.elapsed().as_secs_f64(), "clip processed");
+
+    let (finished, audio_seconds) = match outcome {
+        Ok(processed) => {
+            let audio_seconds = processed.measurements.duration_s.unwrap_or(0.0);
+            let verdict = gate::check(&processed.measurements, &pipeline.gate);
+            let finished = match verdict {
+                Some((reason, message)) => rejected(job, reason, Stage::Gate, &message, &processed.measurements, Some(processed.content_hash.clone()), &columns),
+                None => {
+                    let relative = format!("audio/{}.{}", job.id, pipeline.standardise.format.extension());
+                    match write_atomic(&out.join(&relative), &processed.audio) {
+                        Ok(()) => accepted(job, &relative, &processed.measurements, &processed.content_hash, &columns),
+                        Err(err) => {
+                            tracing::error!(clip.id = %job.id, error = %err, "cannot write clip audio");
+                            let message = format!("cannot write the output audio: {err}");
+                            rejected(job, Reason::InternalError, Stage::Encode, &message, &processed.measurements, Some(processed.content_hash.clone()), &columns)
+                        }
+                    }
+                }
+            };
+            (finished, audio_seconds)
+        }
+        Err(rejection) => {
+            if rejection.reason.is_internal() {
+                tracing::error!(clip.id = %job.id, source = %job.source, reason = rejection.reason.as_str(), error = %rejection.message, "clip failed");
+            }
+            let audio_seconds = rejection.measurements.duration_s.unwrap_or(0.0);
+            (
+                rejected(job, rejection.reason, rejection.stage, &rejection.message, &rejection.measurements, rejection.content_hash.clone(), &columns),
+                audio_seconds,
+            )
+        }
+    };
+    WorkerResult { finished, audio_seconds }
+}
+
+/// Keys speechmill writes itself; a carried-through column with one of these names is kept as
+/// `input_<name>`.
+fn carry(row: &mut Map<String, Value>, columns: &Map<String, Value>) {
+    for (key, value) in columns {
+        if key == "id" {
+            continue;
+        }
+        let key = if row.contains_key(key) { format!("input_{key}") } else { key.clone() };
+        row.insert(key, value.clone());
+    }
+}
+
+fn measurement_fields(measurements: &Measurements, row: &mut Map<String, Value>) {
+    if let Ok(Value::Object(fields)) = serde_json::to_value(measurements) {
+        for (key, value) in fields {
+            row.entry(key).or_insert(value);
+        }
+    }
+    row.entry("warnings").or_insert_with(|| json!([]));
+}
+
+fn accepted(job: &JobRecord, audio_path: &str, measurements: &Measurements, content_hash: &str, columns: &Map<String, Value>) -> Finished {
+    let mut row = Map::new();
+    row.insert("id".into(), json!(job.id));
+    row.insert("source".into(), json!(job.source));
+    row.insert("audio_path".into(), json!(audio_path));
+    row.insert("duration_s".into(), json!(measurements.duration_s));
+    row.insert("sample_rate".into(), json!(measurements.sample_rate));
+    measurement_fields(measurements, &mut row);
+    row.insert("content_hash".into(), json!(content_hash));
+    carry(&mut row, columns);
+    Finished {
+        id: job.id.clone(),
+        state: JobState::Succeeded,
+        result: Value::Object(row),
+        reason: None,
+        content_hash: Some(content_hash.to_string()),
+    }
+}
+
+fn rejected(
+    job: &JobRecord,
+    reason: Reason,
+    stage: Stage,
+    message: &str,
+    measurements: &Measurements,
+    content_hash: Option<String>,
+    columns: &Map<String, Value>,
+) -> Finished {
+    let mut row = Map::new();
+    row.insert("id".into(), json!(job.id));
+    row.insert("source".into(), json!(job.source));
+    row.insert("reason".into(), json!(reason));
+    row.insert("message".into(), json!(format!("{}: {message}", job.source)));
+    row.insert("stage".into(), json!(stage));
+    measurement_fields(measurements, &mut row);
+    row.insert("content_hash".into(), json!(content_hash));
+    carry(&mut row, columns);
+    Finished {
+        id: job.id.clone(),
+        state: JobState::Rejected,
+        result: Value::Object(row),
+        reason: Some(reason.as_str().to_string()),
+        content_hash,
+    }
+}
+
+fn clip_record(job: JobRecord) -> ClipRecord {
+    let row = match job.result {
+        Some(Value::Object(row)) => row,
+        _ => Map::new(),
+    };
+    ClipRecord { id: job.id, accepted: job.state == JobState::Succeeded, row, content_hash: job.content_hash }
+}
+
+fn progress_bar(quiet: bool, total: u64, done: u64) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{bar:30.cyan/blue} {pos}/{len} clips  {per_sec}  {msg}  ETA {eta}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_position(done);
+    bar.reset_eta();
+    bar
+}
+
+fn print_summary(summary: &Summary, out: &Path, wall_time_s: f64, audio_seconds: f64) {
+    let rate = if wall_time_s > 0.0 { audio_seconds / wall_time_s } else { 0.0 };
+    println!(
+        "speechmill: {} clips: {} accepted, {} rejected; {:.2} h in, {:.2} h out; {:.1} s ({:.0}x real time)",
+        summary.clips, summary.accepted, summary.rejected, summary.hours_in, summary.hours_out, wall_time_s, rate
+    );
+    for (reason, count) in &summary.rejected_by_reason {
+        println!("  rejected {reason}: {count}");
+    }
+    println!("  dataset: {}", out.display());
+}
