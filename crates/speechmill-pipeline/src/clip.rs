@@ -119,15 +119,15 @@ pub struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: Reason, stage: Stage, message: impl Into<String>, measurements: Measurements) -> Self {
-        Rejection { reason, message: message.into(), stage, measurements, content_hash: None }
+    fn new(reason: Reason, stage: Stage, message: impl Into<String>, measurements: Measurements) -> Box<Self> {
+        Box::new(Rejection { reason, message: message.into(), stage, measurements, content_hash: None })
     }
 }
 
 /// Runs one clip through decode, validation, standardisation, measurement and encoding.
 ///
 /// Never panics on bad input: every problem with the content comes back as a [`Rejection`].
-pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Processed, Rejection> {
+pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Processed, Box<Rejection>> {
     let started = Instant::now();
     let settings = &config.standardise;
     let mut measurements = Measurements::default();

@@ -154,7 +154,7 @@ impl PipelineConfig {
                 standardise.peak_limit_dbfs
             ));
         }
-        if !(standardise.clip_timeout_seconds > 0.0) {
+        if !standardise.clip_timeout_seconds.is_finite() || standardise.clip_timeout_seconds <= 0.0 {
             problems.push("standardise.clip_timeout_seconds must be positive".to_string());
         }
         let gate = &self.gate;

@@ -287,13 +287,13 @@ fn run_job(job: &JobRecord, out: &Path, pipeline: &PipelineConfig) -> WorkerResu
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             tracing::error!(clip.id = %job.id, source = %job.source, error = %detail, "speechmill panicked on a clip");
-            Err(Rejection {
+            Err(Box::new(Rejection {
                 reason: Reason::InternalError,
                 message: format!("speechmill failed on this clip (a bug; please report it): {detail}"),
                 stage: Stage::Decode,
                 measurements: Measurements::default(),
                 content_hash: None,
-            })
+            }))
         }
     };
     tracing::debug!(clip.id = %job.id, elapsed_s = started.elapsed().as_secs_f64(), "clip processed");

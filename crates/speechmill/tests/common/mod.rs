@@ -25,7 +25,7 @@ pub fn speechmill() -> Command {
 
 /// Runs `speechmill process ARGS... --out OUT --quiet` and returns its output.
 pub fn process(args: &[&str], out: &Path) -> Output {
-    let output = speechmill()
+    speechmill()
         .arg("process")
         .args(args)
         .arg("--out")
@@ -33,8 +33,7 @@ pub fn process(args: &[&str], out: &Path) -> Output {
         .arg("--quiet")
         .current_dir(repo())
         .output()
-        .expect("run speechmill");
-    output
+        .expect("run speechmill")
 }
 
 /// Panics with the process's output unless it exited with `code`.
