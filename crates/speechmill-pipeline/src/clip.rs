@@ -132,8 +132,9 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     let settings = &config.standardise;
     let mut measurements = Measurements::default();
 
-    let file = File::open(input.path)
-        .map_err(|err| Rejection::new(Reason::IoError, Stage::Read, format!("cannot open: {err}"), Measurements::default()))?;
+    let file = File::open(input.path).map_err(|err| {
+        Rejection::new(Reason::IoError, Stage::Read, format!("cannot open: {err}"), Measurements::default())
+    })?;
     let mut decoder = StreamDecoder::open(Box::new(file), input.raw_format)
         .map_err(|err| Rejection::new(decode_reason(&err), Stage::Decode, err.to_string(), Measurements::default()))?;
 
@@ -148,8 +149,9 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     let mut levels = LevelMeter::new(info.channels);
     let mut source_loudness = LoudnessMeter::new(info.channels, info.sample_rate);
     let mut bandwidth = BandwidthMeter::new(info.sample_rate);
-    let mut resampler = MonoResampler::new(info.sample_rate, settings.sample_rate_hz)
-        .map_err(|err| Rejection::new(Reason::InvalidHeader, Stage::Standardise, err.to_string(), measurements.clone()))?;
+    let mut resampler = MonoResampler::new(info.sample_rate, settings.sample_rate_hz).map_err(|err| {
+        Rejection::new(Reason::InvalidHeader, Stage::Standardise, err.to_string(), measurements.clone())
+    })?;
     let mut hasher = Xxh3::new();
     let mut mono_block: Vec<f32> = Vec::new();
     let mut sanitised_block: Vec<f32> = Vec::new();
@@ -281,7 +283,8 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
         AudioFormat::Flac => encode::encode_flac_16(&standard, settings.sample_rate_hz),
         AudioFormat::Wav => encode::encode_wav_16(&standard, settings.sample_rate_hz),
     };
-    let audio = encoded.map_err(|err| reject(Reason::InternalError, Stage::Encode, err.to_string(), measurements.clone()))?;
+    let audio =
+        encoded.map_err(|err| reject(Reason::InternalError, Stage::Encode, err.to_string(), measurements.clone()))?;
     Ok(Processed { measurements, content_hash, audio })
 }
 
@@ -302,19 +305,18 @@ fn normalisation_gain_db(standard: &[f32], config: &PipelineConfig, measurements
         LoudnessMode::Lufs => match integrated_lufs_mono(standard, settings.sample_rate_hz) {
             Some(lufs) => settings.target_lufs - lufs,
             None => {
-                measurements
-                    .warnings
-                    .push("loudness undefined (clip shorter than 400 ms or too quiet); normalised by RMS instead".into());
+                measurements.warnings.push(
+                    "loudness undefined (clip shorter than 400 ms or too quiet); normalised by RMS instead".into(),
+                );
                 settings.target_lufs - rms_dbfs()
             }
         },
     };
     let headroom = settings.peak_limit_dbfs - 20.0 * f64::from(peak).log10();
     if wanted > headroom {
-        measurements.warnings.push(format!(
-            "peak limit held the gain {:.1} dB below the loudness target",
-            wanted - headroom
-        ));
+        measurements
+            .warnings
+            .push(format!("peak limit held the gain {:.1} dB below the loudness target", wanted - headroom));
         return headroom;
     }
     wanted

@@ -140,7 +140,8 @@ impl PipelineConfig {
             ));
         }
         if !(-70.0..=0.0).contains(&standardise.target_lufs) {
-            problems.push(format!("standardise.target_lufs must be between -70 and 0, not {}", standardise.target_lufs));
+            problems
+                .push(format!("standardise.target_lufs must be between -70 and 0, not {}", standardise.target_lufs));
         }
         if !(-70.0..=0.0).contains(&standardise.target_rms_dbfs) {
             problems.push(format!(
@@ -163,7 +164,9 @@ impl PipelineConfig {
         {
             problems.push(format!("gate.min_duration_s ({min}) is above gate.max_duration_s ({max})"));
         }
-        for (name, value) in [("gate.min_speech_ratio", gate.min_speech_ratio), ("gate.max_clipping_ratio", gate.max_clipping_ratio)] {
+        for (name, value) in
+            [("gate.min_speech_ratio", gate.min_speech_ratio), ("gate.max_clipping_ratio", gate.max_clipping_ratio)]
+        {
             if let Some(value) = value
                 && !(0.0..=1.0).contains(&value)
             {

@@ -39,7 +39,10 @@ pub fn check(measurements: &Measurements, gate: &GateConfig) -> Option<(Reason, 
     if let (Some(max), Some(ratio)) = (gate.max_clipping_ratio, measurements.clipping_ratio)
         && ratio > max
     {
-        return Some((Reason::Clipped, format!("{:.2}% of samples are clipped (maximum {:.2}%)", ratio * 100.0, max * 100.0)));
+        return Some((
+            Reason::Clipped,
+            format!("{:.2}% of samples are clipped (maximum {:.2}%)", ratio * 100.0, max * 100.0),
+        ));
     }
     if let Some(min) = gate.min_bandwidth_hz {
         match measurements.bandwidth_hz {

@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 use speechmill_audio::decode::RawFormat;
 
 /// Text files that a directory walk passes over: transcripts and metadata sit beside audio.
-const SKIPPED_EXTENSIONS: &[&str] = &["txt", "md", "json", "jsonl", "csv", "tsv", "lab", "sh", "py", "toml", "yaml", "yml"];
+const SKIPPED_EXTENSIONS: &[&str] =
+    &["txt", "md", "json", "jsonl", "csv", "tsv", "lab", "sh", "py", "toml", "yaml", "yml"];
 
 /// Columns of a manifest that speechmill interprets rather than carries through.
 const RESERVED_COLUMNS: &[&str] = &["path", "raw_format"];
@@ -156,7 +157,11 @@ fn read_manifest(manifest: &Path, default_raw: Option<RawFormat>) -> Result<Vec<
                 message: format!("not a JSON object: {err}"),
             })?;
             let Value::Object(row) = value else {
-                return Err(InputError::Manifest { path: name.clone(), line: index + 1, message: "not a JSON object".into() });
+                return Err(InputError::Manifest {
+                    path: name.clone(),
+                    line: index + 1,
+                    message: "not a JSON object".into(),
+                });
             };
             rows.push((index + 1, row));
         }
@@ -167,9 +172,16 @@ fn read_manifest(manifest: &Path, default_raw: Option<RawFormat>) -> Result<Vec<
             .map_err(|err| InputError::Manifest { path: name.clone(), line: 1, message: err.to_string() })?
             .clone();
         for (index, record) in reader.records().enumerate() {
-            let record = record.map_err(|err| InputError::Manifest { path: name.clone(), line: index + 2, message: err.to_string() })?;
-            let row: Map<String, Value> =
-                headers.iter().zip(record.iter()).map(|(key, value)| (key.to_string(), Value::String(value.to_string()))).collect();
+            let record = record.map_err(|err| InputError::Manifest {
+                path: name.clone(),
+                line: index + 2,
+                message: err.to_string(),
+            })?;
+            let row: Map<String, Value> = headers
+                .iter()
+                .zip(record.iter())
+                .map(|(key, value)| (key.to_string(), Value::String(value.to_string())))
+                .collect();
             rows.push((index + 2, row));
         }
     }
@@ -218,10 +230,8 @@ fn validate_id(id: &str) -> Result<(), String> {
 /// Makes a file-name-safe id from a path's stem.
 fn slug(path: &Path) -> String {
     let stem = path.file_stem().map(|stem| stem.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut slug: String = stem
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
-        .collect();
+    let mut slug: String =
+        stem.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' }).collect();
     slug = slug.trim_start_matches('.').to_string();
     slug.truncate(120);
     if slug.is_empty() { "clip".to_string() } else { slug }
@@ -269,10 +279,8 @@ mod tests {
 
     #[test]
     fn colliding_stems_get_their_folder_then_a_counter() {
-        let mut clips: Vec<InputClip> = ["x/a.wav", "y/a.wav", "y/a.flac"]
-            .iter()
-            .map(|path| clip_from_path(PathBuf::from(path), None))
-            .collect();
+        let mut clips: Vec<InputClip> =
+            ["x/a.wav", "y/a.wav", "y/a.flac"].iter().map(|path| clip_from_path(PathBuf::from(path), None)).collect();
         assign_ids(&mut clips).unwrap();
         let ids: Vec<&str> = clips.iter().map(|clip| clip.id.as_str()).collect();
         assert_eq!(ids, ["a", "y-a", "a-2"]);

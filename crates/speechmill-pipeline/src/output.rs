@@ -95,7 +95,12 @@ pub struct OutputOptions {
 ///
 /// `records` must be in input order. Writing is idempotent: running it again on the same
 /// records gives the same files.
-pub fn finish_run(out_dir: &Path, records: &[ClipRecord], options: &OutputOptions, facts: &RunFacts) -> Result<Summary, OutputError> {
+pub fn finish_run(
+    out_dir: &Path,
+    records: &[ClipRecord],
+    options: &OutputOptions,
+    facts: &RunFacts,
+) -> Result<Summary, OutputError> {
     let mut originals: HashMap<&str, &str> = HashMap::new();
     let mut accepted_rows: Vec<Map<String, Value>> = Vec::new();
     let mut rejected_rows: Vec<Map<String, Value>> = Vec::new();
@@ -123,7 +128,10 @@ pub fn finish_run(out_dir: &Path, records: &[ClipRecord], options: &OutputOption
                 }
                 let source = row.get("source").and_then(Value::as_str).unwrap_or_default().to_string();
                 row.insert("reason".into(), json!(Reason::Duplicate));
-                row.insert("message".into(), json!(format!("{source}: the same audio as {original}, which comes first in input order")));
+                row.insert(
+                    "message".into(),
+                    json!(format!("{source}: the same audio as {original}, which comes first in input order")),
+                );
                 row.insert("stage".into(), json!(Stage::Gate));
                 row.insert("duplicate_of".into(), json!(original));
                 rejected_rows.push(row);
@@ -191,7 +199,9 @@ fn duration_of(row: &Map<String, Value>) -> f64 {
 
 fn remove_if_present(path: &Path) -> Result<(), OutputError> {
     match fs::remove_file(path) {
-        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(OutputError::Io { path: path.to_path_buf(), source: err }),
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(OutputError::Io { path: path.to_path_buf(), source: err })
+        }
         _ => Ok(()),
     }
 }
@@ -286,7 +296,8 @@ fn dataset_card(summary: &Summary, rows: &[Map<String, Value>], facts: &RunFacts
         card.push_str(&format!("| `{name}` | {meaning} |\n"));
         documented.push(name);
     }
-    let mut carried: Vec<&String> = rows.iter().flat_map(|row| row.keys()).filter(|key| !documented.contains(&key.as_str())).collect();
+    let mut carried: Vec<&String> =
+        rows.iter().flat_map(|row| row.keys()).filter(|key| !documented.contains(&key.as_str())).collect();
     carried.sort();
     carried.dedup();
     for name in carried {

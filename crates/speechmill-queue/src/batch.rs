@@ -48,10 +48,7 @@ impl JobState {
 
     /// Whether no further transition can happen.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Rejected | JobState::Dead | JobState::Cancelled
-        )
+        matches!(self, JobState::Succeeded | JobState::Rejected | JobState::Dead | JobState::Cancelled)
     }
 }
 
@@ -147,29 +144,25 @@ impl BatchStore {
             // batch run whose outputs are rewritten on resume anyway.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         migrate_sqlite(&pool).await?;
         Ok(BatchStore { pool })
     }
 
     /// Reads a run fact (configuration hash, versions).
     pub async fn meta(&self, key: &str) -> Result<Option<String>, QueueError> {
-        Ok(sqlx::query_scalar("SELECT value FROM run_meta WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_scalar("SELECT value FROM run_meta WHERE key = ?").bind(key).fetch_optional(&self.pool).await?)
     }
 
     /// Writes a run fact, replacing any earlier value.
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), QueueError> {
-        sqlx::query("INSERT INTO run_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO run_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -178,13 +171,9 @@ impl BatchStore {
     ///
     /// Returns how many jobs were newly inserted.
     pub async fn register(&self, jobs: &[JobSpec]) -> Result<usize, QueueError> {
-        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-            .fetch_one(&self.pool)
-            .await?;
+        let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs").fetch_one(&self.pool).await?;
         if existing > 0 {
-            let stored = sqlx::query("SELECT id, seq, source FROM jobs ORDER BY seq")
-                .fetch_all(&self.pool)
-                .await?;
+            let stored = sqlx::query("SELECT id, seq, source FROM jobs ORDER BY seq").fetch_all(&self.pool).await?;
             let same = stored.len() == jobs.len()
                 && stored.iter().zip(jobs).all(|(row, job)| {
                     row.get::<String, _>("id") == job.id
@@ -257,8 +246,12 @@ impl BatchStore {
 
     async fn select(&self, filter: Filter) -> Result<Vec<JobRecord>, QueueError> {
         let sql = match filter {
-            Filter::All => "SELECT id, seq, source, spec, state, attempts, result, reason, content_hash FROM jobs ORDER BY seq",
-            Filter::Queued => "SELECT id, seq, source, spec, state, attempts, result, reason, content_hash FROM jobs WHERE state = 'queued' ORDER BY seq",
+            Filter::All => {
+                "SELECT id, seq, source, spec, state, attempts, result, reason, content_hash FROM jobs ORDER BY seq"
+            }
+            Filter::Queued => {
+                "SELECT id, seq, source, spec, state, attempts, result, reason, content_hash FROM jobs WHERE state = 'queued' ORDER BY seq"
+            }
         };
         let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
         rows.into_iter()

@@ -35,13 +35,10 @@ impl QueueError {
     /// Whether retrying the operation may succeed (a busy or unreachable database).
     pub fn is_transient(&self) -> bool {
         match self {
-            QueueError::Database(err) => matches!(
-                err,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            ) || err
-                .as_database_error()
-                .and_then(|db| db.code())
-                .is_some_and(|code| code == "5" || code == "6"),
+            QueueError::Database(err) => {
+                matches!(err, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+                    || err.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "5" || code == "6")
+            }
             _ => false,
         }
     }

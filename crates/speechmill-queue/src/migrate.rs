@@ -9,12 +9,8 @@ const SQLITE_MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_job
 
 /// Brings the schema up to the newest version this build knows.
 pub(crate) async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), QueueError> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .execute(pool)
-        .await?;
-    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version")
-        .fetch_one(pool)
-        .await?;
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)").execute(pool).await?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(pool).await?;
     let current = current.unwrap_or(0);
     let known = SQLITE_MIGRATIONS.len() as i64;
     if current > known {
@@ -23,10 +19,7 @@ pub(crate) async fn migrate_sqlite(pool: &SqlitePool) -> Result<(), QueueError> 
     for (index, sql) in SQLITE_MIGRATIONS.iter().enumerate().skip(current as usize) {
         let mut tx = pool.begin().await?;
         sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
-            .bind(index as i64 + 1)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES (?)").bind(index as i64 + 1).execute(&mut *tx).await?;
         tx.commit().await?;
     }
     Ok(())

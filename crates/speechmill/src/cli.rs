@@ -69,9 +69,9 @@ pub struct ShowArgs {
     /// Configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "toml")]
-    pub format: ShowFormat,
+    /// How to print it (`--format` is the audio format flag, as for `process`).
+    #[arg(long = "as", id = "show_as", value_name = "FORMAT", value_enum, default_value = "toml")]
+    pub show_as: ShowFormat,
     /// Flags as for `process`, to see their effect.
     #[command(flatten)]
     pub settings: Settings,
@@ -200,7 +200,7 @@ pub fn show_config(args: ShowArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let text = match args.format {
+    let text = match args.show_as {
         ShowFormat::Toml => config.to_toml(),
         ShowFormat::Json => serde_json::to_string_pretty(&config).map_err(anyhow::Error::from),
     };

@@ -85,8 +85,10 @@ fn init_logging(config: &Config) {
 async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -> anyhow::Result<u8> {
     let started = Instant::now();
     let out = &args.out;
-    fs::create_dir_all(out.join("audio")).with_context(|| format!("cannot create the output folder {}", out.display()))?;
-    fs::create_dir_all(out.join(STATE_DIR)).with_context(|| format!("cannot create {}", out.join(STATE_DIR).display()))?;
+    fs::create_dir_all(out.join("audio"))
+        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    fs::create_dir_all(out.join(STATE_DIR))
+        .with_context(|| format!("cannot create {}", out.join(STATE_DIR).display()))?;
     let store = BatchStore::open(&out.join(STATE_DIR).join("run.sqlite"))
         .await
         .with_context(|| format!("cannot open the run state in {}", out.join(STATE_DIR).display()))?;
@@ -303,7 +305,15 @@ fn run_job(job: &JobRecord, out: &Path, pipeline: &PipelineConfig) -> WorkerResu
             let audio_seconds = processed.measurements.duration_s.unwrap_or(0.0);
             let verdict = gate::check(&processed.measurements, &pipeline.gate);
             let finished = match verdict {
-                Some((reason, message)) => rejected(job, reason, Stage::Gate, &message, &processed.measurements, Some(processed.content_hash.clone()), &columns),
+                Some((reason, message)) => rejected(
+                    job,
+                    reason,
+                    Stage::Gate,
+                    &message,
+                    &processed.measurements,
+                    Some(processed.content_hash.clone()),
+                    &columns,
+                ),
                 None => {
                     let relative = format!("audio/{}.{}", job.id, pipeline.standardise.format.extension());
                     match write_atomic(&out.join(&relative), &processed.audio) {
@@ -311,7 +321,15 @@ fn run_job(job: &JobRecord, out: &Path, pipeline: &PipelineConfig) -> WorkerResu
                         Err(err) => {
                             tracing::error!(clip.id = %job.id, error = %err, "cannot write clip audio");
                             let message = format!("cannot write the output audio: {err}");
-                            rejected(job, Reason::InternalError, Stage::Encode, &message, &processed.measurements, Some(processed.content_hash.clone()), &columns)
+                            rejected(
+                                job,
+                                Reason::InternalError,
+                                Stage::Encode,
+                                &message,
+                                &processed.measurements,
+                                Some(processed.content_hash.clone()),
+                                &columns,
+                            )
                         }
                     }
                 }
@@ -324,7 +342,15 @@ fn run_job(job: &JobRecord, out: &Path, pipeline: &PipelineConfig) -> WorkerResu
             }
             let audio_seconds = rejection.measurements.duration_s.unwrap_or(0.0);
             (
-                rejected(job, rejection.reason, rejection.stage, &rejection.message, &rejection.measurements, rejection.content_hash.clone(), &columns),
+                rejected(
+                    job,
+                    rejection.reason,
+                    rejection.stage,
+                    &rejection.message,
+                    &rejection.measurements,
+                    rejection.content_hash.clone(),
+                    &columns,
+                ),
                 audio_seconds,
             )
         }
@@ -353,7 +379,13 @@ fn measurement_fields(measurements: &Measurements, row: &mut Map<String, Value>)
     row.entry("warnings").or_insert_with(|| json!([]));
 }
 
-fn accepted(job: &JobRecord, audio_path: &str, measurements: &Measurements, content_hash: &str, columns: &Map<String, Value>) -> Finished {
+fn accepted(
+    job: &JobRecord,
+    audio_path: &str,
+    measurements: &Measurements,
+    content_hash: &str,
+    columns: &Map<String, Value>,
+) -> Finished {
     let mut row = Map::new();
     row.insert("id".into(), json!(job.id));
     row.insert("source".into(), json!(job.source));
@@ -423,11 +455,31 @@ fn progress_bar(quiet: bool, total: u64, done: u64) -> ProgressBar {
 fn print_summary(summary: &Summary, out: &Path, wall_time_s: f64, audio_seconds: f64) {
     let rate = if wall_time_s > 0.0 { audio_seconds / wall_time_s } else { 0.0 };
     println!(
-        "speechmill: {} clips: {} accepted, {} rejected; {:.2} h in, {:.2} h out; {:.1} s ({:.0}x real time)",
-        summary.clips, summary.accepted, summary.rejected, summary.hours_in, summary.hours_out, wall_time_s, rate
+        "speechmill: {} clips: {} accepted, {} rejected; {} of audio in, {} out; took {:.1} s ({:.0}x real time)",
+        summary.clips,
+        summary.accepted,
+        summary.rejected,
+        human_duration(summary.hours_in * 3600.0),
+        human_duration(summary.hours_out * 3600.0),
+        wall_time_s,
+        rate
     );
     for (reason, count) in &summary.rejected_by_reason {
         println!("  rejected {reason}: {count}");
     }
+    if summary.internal_failures > 0 {
+        println!("  {} clips failed inside speechmill (see the log and rejected.jsonl)", summary.internal_failures);
+    }
     println!("  dataset: {}", out.display());
+}
+
+/// Seconds as `42.0 s`, `12.5 min` or `3.21 h`.
+fn human_duration(seconds: f64) -> String {
+    if seconds < 120.0 {
+        format!("{seconds:.1} s")
+    } else if seconds < 7200.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{:.2} h", seconds / 3600.0)
+    }
 }

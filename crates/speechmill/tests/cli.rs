@@ -33,9 +33,10 @@ fn bad_usage_exits_2_with_a_clear_message() {
 fn configuration_layers_defaults_file_environment_and_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("speechmill.toml");
-    std::fs::write(&file, "[standardise]\ntarget_lufs = -20.0\nsample_rate_hz = 22050\n[gate]\nmin_snr_db = 8.0\n").unwrap();
+    std::fs::write(&file, "[standardise]\ntarget_lufs = -20.0\nsample_rate_hz = 22050\n[gate]\nmin_snr_db = 8.0\n")
+        .unwrap();
     let output = speechmill()
-        .args(["config", "show", "--format", "json", "--config"])
+        .args(["config", "show", "--as", "json", "--config"])
         .arg(&file)
         .env("SPEECHMILL_GATE__MIN_SNR_DB", "12")
         .env("SPEECHMILL_STANDARDISE__SAMPLE_RATE_HZ", "24000")

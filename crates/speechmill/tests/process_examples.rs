@@ -10,10 +10,16 @@ use serde_json::Value;
 #[test]
 fn the_example_recordings_become_a_gated_dataset() {
     let out = tempfile::tempdir().unwrap();
-    let output = process(&["examples/audio"], out.path());
+    // Without --quiet, as the README runs it: a summary on standard output.
+    let output = speechmill()
+        .args(["process", "examples/audio", "--out"])
+        .arg(out.path())
+        .current_dir(repo())
+        .output()
+        .expect("run speechmill");
     assert_exit(&output, 0);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("accepted"), "summary printed: {stdout}");
+    assert!(stdout.contains("11 clips:") && stdout.contains("rejected duplicate: 1"), "summary printed: {stdout}");
 
     let accepted = read_jsonl(&out.path().join("manifest.jsonl"));
     let rejected = read_jsonl(&out.path().join("rejected.jsonl"));
@@ -35,7 +41,16 @@ fn the_example_recordings_become_a_gated_dataset() {
         let audio = out.path().join(row["audio_path"].as_str().unwrap());
         assert!(audio.is_file(), "{} exists", audio.display());
         assert_eq!(row["sample_rate"], 16000);
-        for key in ["peak_dbfs", "rms_dbfs", "loudness_lufs", "speech_ratio", "snr_db", "bandwidth_hz", "clipping_ratio", "dc_offset"] {
+        for key in [
+            "peak_dbfs",
+            "rms_dbfs",
+            "loudness_lufs",
+            "speech_ratio",
+            "snr_db",
+            "bandwidth_hz",
+            "clipping_ratio",
+            "dc_offset",
+        ] {
             assert!(row[key].is_number(), "{key} measured for {}: {row:#?}", row["id"]);
         }
         let output_loudness = number(row, "output_loudness_lufs");
@@ -46,7 +61,8 @@ fn the_example_recordings_become_a_gated_dataset() {
     let audio_files = std::fs::read_dir(out.path().join("audio")).unwrap().count();
     assert_eq!(audio_files, accepted.len());
 
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(report["counts"]["clips"], 11);
     assert_eq!(report["counts"]["accepted"], accepted.len());
     assert_eq!(report["counts"]["rejected_by_reason"]["duplicate"], 1);
@@ -70,7 +86,9 @@ fn the_example_recordings_become_a_gated_dataset() {
                 .expect("run the Python checker");
             assert!(status.success(), "datasets could not load the output");
         }
-        None => eprintln!("SPEECHMILL_PYTHON is not set: skipped loading the Parquet with `datasets` (scripts/test.sh sets it)"),
+        None => eprintln!(
+            "SPEECHMILL_PYTHON is not set: skipped loading the Parquet with `datasets` (scripts/test.sh sets it)"
+        ),
     }
 }
 
@@ -97,6 +115,7 @@ fn headerless_audio_without_a_format_is_rejected_with_advice() {
     let out = tempfile::tempdir().unwrap();
     let output = process(&["examples/raw/goforward.raw"], out.path());
     assert_exit(&output, 0);
+    assert!(output.stdout.is_empty(), "--quiet prints no summary: {}", String::from_utf8_lossy(&output.stdout));
     let rejected = read_jsonl(&out.path().join("rejected.jsonl"));
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["reason"], "unrecognised_format");

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::f32::consts::TAU;
-
 use common::*;
 
 /// A 1 kHz sine at -20 dBFS peak: peak -20.00 dBFS, RMS -23.01 dBFS, and (EBU Tech 3341: a 1 kHz
@@ -13,7 +11,7 @@ fn a_sine_at_a_known_level_measures_what_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let rate = 48_000;
     let amplitude = 0.1f32;
-    let samples: Vec<f32> = (0..rate * 3).map(|n| amplitude * (TAU * 1000.0 * n as f32 / rate as f32).sin()).collect();
+    let samples: Vec<f32> = sine(1000.0, f64::from(amplitude), rate, 3.0);
     write_wav(&dir.path().join("sine.wav"), &samples, rate, true);
     let out = dir.path().join("out");
     let output = process(&[dir.path().join("sine.wav").to_str().unwrap(), "--no-gate"], &out);
@@ -35,10 +33,13 @@ fn a_sine_at_a_known_level_measures_what_it_is() {
 fn standardising_keeps_frequency_and_level() {
     let dir = tempfile::tempdir().unwrap();
     let rate = 44_100;
-    let samples: Vec<f32> = (0..rate * 2).map(|n| 0.5 * (TAU * 440.0 * n as f32 / rate as f32).sin()).collect();
+    let samples: Vec<f32> = sine(440.0, 0.5, rate, 2.0);
     write_wav(&dir.path().join("tone.wav"), &samples, rate, true);
     let out = dir.path().join("out");
-    let output = process(&[dir.path().join("tone.wav").to_str().unwrap(), "--no-gate", "--loudness-mode", "off", "--format", "wav"], &out);
+    let output = process(
+        &[dir.path().join("tone.wav").to_str().unwrap(), "--no-gate", "--loudness-mode", "off", "--format", "wav"],
+        &out,
+    );
     assert_exit(&output, 0);
     let (standard, out_rate) = read_wav(&out.join("audio/tone.wav"));
     assert_eq!(out_rate, 16_000);
@@ -60,10 +61,13 @@ fn standardising_keeps_frequency_and_level() {
 fn resampling_suppresses_what_would_alias() {
     let dir = tempfile::tempdir().unwrap();
     let rate = 48_000;
-    let samples: Vec<f32> = (0..rate * 2).map(|n| 0.5 * (TAU * 11_000.0 * n as f32 / rate as f32).sin()).collect();
+    let samples: Vec<f32> = sine(11_000.0, 0.5, rate, 2.0);
     write_wav(&dir.path().join("high.wav"), &samples, rate, true);
     let out = dir.path().join("out");
-    let output = process(&[dir.path().join("high.wav").to_str().unwrap(), "--no-gate", "--loudness-mode", "off", "--format", "wav"], &out);
+    let output = process(
+        &[dir.path().join("high.wav").to_str().unwrap(), "--no-gate", "--loudness-mode", "off", "--format", "wav"],
+        &out,
+    );
     assert_exit(&output, 0);
     let (standard, _) = read_wav(&out.join("audio/high.wav"));
     let middle = &standard[1600..standard.len() - 1600];

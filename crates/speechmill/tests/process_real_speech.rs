@@ -35,7 +35,9 @@ fn all_real_speech_goes_through_with_correct_durations() {
             "webrtcvad/test-audio.raw" => "s16le,8000,1",
             _ => "",
         };
-        manifest.push_str(&serde_json::json!({ "path": base.join(file), "raw_format": raw_format, "name": file }).to_string());
+        manifest.push_str(
+            &serde_json::json!({ "path": base.join(file), "raw_format": raw_format, "name": file }).to_string(),
+        );
         manifest.push('\n');
     }
     let list = dir.path().join("all.jsonl");
@@ -48,11 +50,18 @@ fn all_real_speech_goes_through_with_correct_durations() {
     assert_eq!(accepted.len(), durations.len());
     for row in &accepted {
         let name = row["name"].as_str().unwrap();
-        let expected = durations[name];
-        // MANIFEST.tsv gives ffprobe's container duration to 1 ms; MP3 encoder delay and padding are
-        // trimmed by us (LAME header), so allow 20 ms, the codec tolerance.
-        let tolerance = if name.ends_with(".mp3") { 0.1 } else { 0.02 };
-        assert!((number(row, "duration_s") - expected).abs() <= tolerance, "{name}: {} s, expected {expected} s", row["duration_s"]);
+        // MANIFEST.tsv gives ffprobe's container duration to 1 ms, which for the derived files
+        // counts encoder delay and padding (7.2 s for the VBR MP3). Every derived file is the same
+        // 7.1 s of speech (2 s for the excerpt), so those are held to the true length.
+        let expected = if name.contains("first2s") {
+            2.0
+        } else if name.starts_with("derived/") {
+            7.1
+        } else {
+            durations[name]
+        };
+        let duration = number(row, "duration_s");
+        assert!((duration - expected).abs() <= 0.02, "{name}: {duration} s, expected {expected} s");
     }
 }
 

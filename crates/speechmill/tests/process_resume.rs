@@ -41,13 +41,17 @@ fn assert_same_dataset(a: &Path, b: &Path) {
         let right = std::fs::read_to_string(b.join(file)).unwrap();
         assert!(left == right, "{file} differs between the resumed and the uninterrupted run");
     }
-    let mut names: Vec<_> = std::fs::read_dir(a.join("audio")).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    let mut names: Vec<_> =
+        std::fs::read_dir(a.join("audio")).unwrap().map(|entry| entry.unwrap().file_name()).collect();
     names.sort();
-    let mut other: Vec<_> = std::fs::read_dir(b.join("audio")).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+    let mut other: Vec<_> =
+        std::fs::read_dir(b.join("audio")).unwrap().map(|entry| entry.unwrap().file_name()).collect();
     other.sort();
     assert_eq!(names, other);
     for name in names {
-        assert!(std::fs::read(a.join("audio").join(&name)).unwrap() == std::fs::read(b.join("audio").join(&name)).unwrap());
+        assert!(
+            std::fs::read(a.join("audio").join(&name)).unwrap() == std::fs::read(b.join("audio").join(&name)).unwrap()
+        );
     }
 }
 
@@ -60,7 +64,8 @@ fn kill_nine_then_resume_gives_the_uninterrupted_result() {
 
     let reference = dir.path().join("reference");
     assert_exit(&process(&[corpus.to_str().unwrap(), "--jobs", "2"], &reference), 0);
-    let reference_rows = read_jsonl(&reference.join("manifest.jsonl")).len() + read_jsonl(&reference.join("rejected.jsonl")).len();
+    let reference_rows =
+        read_jsonl(&reference.join("manifest.jsonl")).len() + read_jsonl(&reference.join("rejected.jsonl")).len();
     assert_eq!(reference_rows, clips);
 
     let resumed = dir.path().join("resumed");

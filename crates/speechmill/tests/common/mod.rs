@@ -78,12 +78,23 @@ pub fn write_wav(path: &Path, samples: &[f32], rate: u32, float: bool) {
     writer.finalize().expect("finalize wav");
 }
 
+/// `seconds` of a sine at `frequency_hz` with peak `amplitude`. The phase is computed in f64: in f32
+/// `2 pi f n` loses whole radians after a few seconds and the "sine" turns into phase noise.
+pub fn sine(frequency_hz: f64, amplitude: f64, rate: u32, seconds: f64) -> Vec<f32> {
+    let frames = (seconds * f64::from(rate)).round() as u32;
+    (0..frames)
+        .map(|n| (amplitude * (std::f64::consts::TAU * frequency_hz * f64::from(n) / f64::from(rate)).sin()) as f32)
+        .collect()
+}
+
 /// Reads a 16-bit mono WAV as floats.
 pub fn read_wav(path: &Path) -> (Vec<f32>, u32) {
     let mut reader = hound::WavReader::open(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
     let rate = reader.spec().sample_rate;
     let samples = match reader.spec().sample_format {
-        hound::SampleFormat::Int => reader.samples::<i16>().map(|sample| f32::from(sample.unwrap()) / 32768.0).collect(),
+        hound::SampleFormat::Int => {
+            reader.samples::<i16>().map(|sample| f32::from(sample.unwrap()) / 32768.0).collect()
+        }
         hound::SampleFormat::Float => reader.samples::<f32>().map(Result::unwrap).collect(),
     };
     (samples, rate)
