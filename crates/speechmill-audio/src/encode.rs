@@ -6,11 +6,12 @@
 //!
 //! An empty clip is not an error: both encoders return a valid file holding 0 samples.
 
-use std::io::Cursor;
+use std::io::{Cursor, Seek, SeekFrom, Write};
 
-use flacenc::component::BitRepr;
-use flacenc::error::{SourceError, Verify};
-use flacenc::source::{Fill, Source};
+use flacenc::bitsink::ByteSink;
+use flacenc::component::{BitRepr, StreamInfo};
+use flacenc::error::{Verified, Verify};
+use flacenc::source::{Context, Fill, FrameBuf};
 
 /// Why encoding failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,24 +50,9 @@ pub fn quantize_16(sample: f32) -> i16 {
 ///
 /// [`EncodeError::Encoder`] when `sample_rate` is 0 or above what FLAC can declare (655350 Hz).
 pub fn encode_flac_16(mono: &[f32], sample_rate: u32) -> Result<Vec<u8>, EncodeError> {
-    check_sample_rate(sample_rate)?;
-    let config = flac_config()
-        .into_verified()
-        .map_err(|(_, error)| EncodeError::Encoder(format!("flac configuration: {error}")))?;
-    let source = MonoLe16Source::new(mono, sample_rate);
-    let mut stream = flacenc::encode_with_fixed_block_size(&config, source, FLAC_BLOCK_SIZE)
-        .map_err(|error| EncodeError::Encoder(format!("flac: {error}")))?;
-    // flacenc lowers the minimum block size to the last, shorter frame's; the format excludes
-    // the last block from that field and forbids values under 16, so a clip ending in a frame
-    // of fewer than 16 samples would be rejected by strict decoders (claxon). Declare the
-    // fixed block size as the reference encoder does.
-    stream
-        .stream_info_mut()
-        .set_block_sizes(FLAC_BLOCK_SIZE, FLAC_BLOCK_SIZE)
-        .map_err(|error| EncodeError::Encoder(format!("flac stream info: {error}")))?;
-    let mut sink = flacenc::bitsink::ByteSink::with_capacity(stream.count_bits().div_ceil(8));
-    stream.write(&mut sink).map_err(|error| EncodeError::Encoder(format!("flac output: {error}")))?;
-    Ok(sink.into_inner())
+    let mut writer = FlacWriter::new(Cursor::new(Vec::with_capacity(mono.len() + 64)), sample_rate)?;
+    writer.write(mono)?;
+    Ok(writer.finish()?.into_inner())
 }
 
 /// Encodes mono samples in [-1, 1] as 16-bit PCM WAV (samples outside are clamped).
@@ -78,30 +64,213 @@ pub fn encode_flac_16(mono: &[f32], sample_rate: u32) -> Result<Vec<u8>, EncodeE
 /// [`EncodeError::Encoder`] when `sample_rate` is 0 or the clip does not fit in a WAV file
 /// (4 GiB of samples).
 pub fn encode_wav_16(mono: &[f32], sample_rate: u32) -> Result<Vec<u8>, EncodeError> {
-    if sample_rate == 0 {
-        return Err(EncodeError::Encoder("sample rate must be positive".to_owned()));
-    }
-    let sample_count = u32::try_from(mono.len())
-        .ok()
-        .filter(|count| u64::from(*count) * 2 < u64::from(u32::MAX) - 44)
-        .ok_or_else(|| EncodeError::Encoder(format!("{} samples do not fit in a wav file", mono.len())))?;
-    let spec =
-        hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-    let mut cursor = Cursor::new(Vec::with_capacity(44 + mono.len() * 2));
-    let mut writer = hound::WavWriter::new(&mut cursor, spec).map_err(wav_error)?;
-    {
-        let mut sample_writer = writer.get_i16_writer(sample_count);
-        for &sample in mono {
-            sample_writer.write_sample(quantize_16(sample));
-        }
-        sample_writer.flush().map_err(wav_error)?;
-    }
-    writer.finalize().map_err(wav_error)?;
-    Ok(cursor.into_inner())
+    let mut writer = WavWriter::new(Cursor::new(Vec::with_capacity(44 + mono.len() * 2)), sample_rate)?;
+    writer.write(mono)?;
+    Ok(writer.finish()?.into_inner())
 }
 
-fn wav_error(error: hound::Error) -> EncodeError {
-    EncodeError::Encoder(format!("wav: {error}"))
+/// Length in bytes of the `fLaC` marker plus the STREAMINFO block, the only metadata written.
+const FLAC_HEADER_BYTES: usize = 4 + 4 + 34;
+
+/// Writes 16-bit mono FLAC block by block, so a clip of any length is encoded in bounded memory.
+///
+/// The header is written first with placeholder sizes and rewritten by [`FlacWriter::finish`],
+/// which seeks back to the start of the stream: the sink must be seekable.
+pub struct FlacWriter<W: Write + Seek> {
+    sink: W,
+    /// Where the stream starts in the sink (the header is rewritten there).
+    start: u64,
+    config: Verified<flacenc::config::Encoder>,
+    stream_info: StreamInfo,
+    /// The frame being filled, with flacenc's running MD5 and sample count.
+    frame: (FrameBuf, Context),
+    /// Quantised samples not yet encoded, two little-endian bytes each (under one block).
+    pending: Vec<u8>,
+    /// Encoded bytes of one frame, reused.
+    frame_bytes: ByteSink,
+}
+
+impl<W: Write + Seek> FlacWriter<W> {
+    /// Starts a FLAC stream at the sink's current position.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::Encoder`] for a sample rate FLAC cannot declare, or when the sink fails.
+    pub fn new(mut sink: W, sample_rate: u32) -> Result<Self, EncodeError> {
+        check_sample_rate(sample_rate)?;
+        let config = flac_config()
+            .into_verified()
+            .map_err(|(_, error)| EncodeError::Encoder(format!("flac configuration: {error}")))?;
+        let mut stream_info = StreamInfo::new(sample_rate as usize, 1, 16)
+            .map_err(|error| EncodeError::Encoder(format!("flac stream info: {error}")))?;
+        // flacenc lowers the minimum block size to the last, shorter frame's; the format excludes
+        // the last block from that field and forbids values under 16, so a clip ending in a frame
+        // of fewer than 16 samples would be rejected by strict decoders (claxon). Declare the
+        // fixed block size as the reference encoder does.
+        stream_info
+            .set_block_sizes(FLAC_BLOCK_SIZE, FLAC_BLOCK_SIZE)
+            .map_err(|error| EncodeError::Encoder(format!("flac stream info: {error}")))?;
+        let start = sink.stream_position().map_err(io_error)?;
+        let frame = (
+            FrameBuf::with_size(1, FLAC_BLOCK_SIZE).map_err(|error| EncodeError::Encoder(format!("flac: {error}")))?,
+            Context::new(16, 1),
+        );
+        let mut writer = Self {
+            sink,
+            start,
+            config,
+            stream_info,
+            frame,
+            pending: Vec::with_capacity(FLAC_BLOCK_SIZE * 2),
+            frame_bytes: ByteSink::new(),
+        };
+        writer.write_header()?;
+        Ok(writer)
+    }
+
+    /// Encodes more samples in [-1, 1] (outside is clamped).
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::Encoder`] when the encoder or the sink fails.
+    pub fn write(&mut self, mono: &[f32]) -> Result<(), EncodeError> {
+        for &sample in mono {
+            self.pending.extend_from_slice(&quantize_16(sample).to_le_bytes());
+            if self.pending.len() == FLAC_BLOCK_SIZE * 2 {
+                self.encode_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes what is left, rewrites the header with the totals and the MD5, and returns the sink.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::Encoder`] when the encoder or the sink fails.
+    pub fn finish(mut self) -> Result<W, EncodeError> {
+        if !self.pending.is_empty() {
+            self.encode_pending()?;
+        }
+        self.stream_info.set_md5_digest(&self.frame.1.md5_digest());
+        self.stream_info
+            .set_block_sizes(FLAC_BLOCK_SIZE, FLAC_BLOCK_SIZE)
+            .map_err(|error| EncodeError::Encoder(format!("flac stream info: {error}")))?;
+        let end = self.sink.stream_position().map_err(io_error)?;
+        self.sink.seek(SeekFrom::Start(self.start)).map_err(io_error)?;
+        self.write_header()?;
+        self.sink.seek(SeekFrom::Start(end)).map_err(io_error)?;
+        self.sink.flush().map_err(io_error)?;
+        Ok(self.sink)
+    }
+
+    fn write_header(&mut self) -> Result<(), EncodeError> {
+        let header = flacenc::component::Stream::with_stream_info(self.stream_info.clone());
+        let mut bytes = ByteSink::with_capacity(FLAC_HEADER_BYTES);
+        header.write(&mut bytes).map_err(|error| EncodeError::Encoder(format!("flac output: {error}")))?;
+        debug_assert_eq!(bytes.as_slice().len(), FLAC_HEADER_BYTES);
+        self.sink.write_all(bytes.as_slice()).map_err(io_error)
+    }
+
+    fn encode_pending(&mut self) -> Result<(), EncodeError> {
+        self.frame.fill_le_bytes(&self.pending, 2).map_err(|error| EncodeError::Encoder(format!("flac: {error}")))?;
+        self.pending.clear();
+        let frame_number = self.frame.1.current_frame_number().unwrap_or(0);
+        let frame = flacenc::encode_fixed_size_frame(&self.config, &self.frame.0, frame_number, &self.stream_info)
+            .map_err(|error| EncodeError::Encoder(format!("flac: {error}")))?;
+        self.stream_info.update_frame_info(&frame);
+        self.frame_bytes.clear();
+        frame.write(&mut self.frame_bytes).map_err(|error| EncodeError::Encoder(format!("flac output: {error}")))?;
+        self.sink.write_all(self.frame_bytes.as_slice()).map_err(io_error)
+    }
+}
+
+/// Writes 16-bit mono PCM WAV block by block; the sizes are patched by [`WavWriter::finish`].
+///
+/// The header is the canonical 44-byte PCM one (`RIFF`, `fmt ` with format tag 1, `data`).
+pub struct WavWriter<W: Write + Seek> {
+    sink: W,
+    /// Where the file starts in the sink.
+    start: u64,
+    /// Samples written so far.
+    samples: u64,
+    /// Quantised bytes of one block, reused.
+    bytes: Vec<u8>,
+    sample_rate: u32,
+}
+
+/// A WAV file's sizes are 32-bit: the data chunk holds at most this many 16-bit samples.
+const WAV_MAX_SAMPLES: u64 = (u32::MAX as u64 - 36) / 2;
+
+impl<W: Write + Seek> WavWriter<W> {
+    /// Starts a WAV file at the sink's current position.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::Encoder`] when `sample_rate` is 0 or the sink fails.
+    pub fn new(mut sink: W, sample_rate: u32) -> Result<Self, EncodeError> {
+        if sample_rate == 0 {
+            return Err(EncodeError::Encoder("sample rate must be positive".to_owned()));
+        }
+        let start = sink.stream_position().map_err(io_error)?;
+        let mut writer = Self { sink, start, samples: 0, bytes: Vec::new(), sample_rate };
+        writer.write_header()?;
+        Ok(writer)
+    }
+
+    /// Writes more samples in [-1, 1] (outside is clamped).
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::Encoder`] when the file would pass 4 GiB or the sink fails.
+    pub fn write(&mut self, mono: &[f32]) -> Result<(), EncodeError> {
+        let total = self.samples + mono.len() as u64;
+        if total > WAV_MAX_SAMPLES {
+            return Err(EncodeError::Encoder(format!("{total} samples do not fit in a wav file")));
+        }
+        self.bytes.clear();
+        self.bytes.extend(mono.iter().flat_map(|&sample| quantize_16(sample).to_le_bytes()));
+        self.sink.write_all(&self.bytes).map_err(io_error)?;
+        self.samples = total;
+        Ok(())
+    }
+
+    /// Patches the header sizes and returns the sink.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::Encoder`] when the sink fails.
+    pub fn finish(mut self) -> Result<W, EncodeError> {
+        let end = self.sink.stream_position().map_err(io_error)?;
+        self.sink.seek(SeekFrom::Start(self.start)).map_err(io_error)?;
+        self.write_header()?;
+        self.sink.seek(SeekFrom::Start(end)).map_err(io_error)?;
+        self.sink.flush().map_err(io_error)?;
+        Ok(self.sink)
+    }
+
+    fn write_header(&mut self) -> Result<(), EncodeError> {
+        // Bounded by WAV_MAX_SAMPLES, so both sizes fit in 32 bits.
+        let data_bytes = (self.samples * 2) as u32;
+        let mut header = Vec::with_capacity(44);
+        header.extend_from_slice(b"RIFF");
+        header.extend_from_slice(&(36 + data_bytes).to_le_bytes());
+        header.extend_from_slice(b"WAVEfmt ");
+        header.extend_from_slice(&16u32.to_le_bytes());
+        header.extend_from_slice(&1u16.to_le_bytes()); // PCM
+        header.extend_from_slice(&1u16.to_le_bytes()); // mono
+        header.extend_from_slice(&self.sample_rate.to_le_bytes());
+        header.extend_from_slice(&(self.sample_rate.saturating_mul(2)).to_le_bytes()); // bytes per second
+        header.extend_from_slice(&2u16.to_le_bytes()); // block align
+        header.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+        header.extend_from_slice(b"data");
+        header.extend_from_slice(&data_bytes.to_le_bytes());
+        self.sink.write_all(&header).map_err(io_error)
+    }
+}
+
+fn io_error(error: std::io::Error) -> EncodeError {
+    EncodeError::Encoder(format!("output: {error}"))
 }
 
 /// Rejects sample rates that a FLAC stream info cannot carry (20 bits) or that are 0.
@@ -131,54 +300,6 @@ fn flac_config() -> flacenc::config::Encoder {
     config.subframe_coding.use_lpc = false;
     config.subframe_coding.fixed.max_order = FLAC_MAX_FIXED_ORDER;
     config
-}
-
-/// A flacenc [`Source`] over quantised 16-bit little-endian mono samples.
-///
-/// flacenc's own `MemSource` feeds its MD5 one sample at a time, which costs about a third of
-/// the encoding time; handing it little-endian bytes lets the MD5 run over whole blocks.
-struct MonoLe16Source {
-    /// The quantised samples, two bytes each, little-endian.
-    le_bytes: Vec<u8>,
-    /// Byte offset of the next unread sample.
-    read_offset: usize,
-    sample_rate: usize,
-}
-
-impl MonoLe16Source {
-    fn new(mono: &[f32], sample_rate: u32) -> Self {
-        let le_bytes = mono.iter().flat_map(|&sample| quantize_16(sample).to_le_bytes()).collect();
-        Self { le_bytes, read_offset: 0, sample_rate: sample_rate as usize }
-    }
-}
-
-impl Source for MonoLe16Source {
-    fn channels(&self) -> usize {
-        1
-    }
-
-    fn bits_per_sample(&self) -> usize {
-        16
-    }
-
-    fn sample_rate(&self) -> usize {
-        self.sample_rate
-    }
-
-    fn read_samples<F: Fill>(&mut self, block_size: usize, dest: &mut F) -> Result<usize, SourceError> {
-        let end = self.le_bytes.len().min(self.read_offset + block_size * 2);
-        let block = &self.le_bytes[self.read_offset..end];
-        if block.is_empty() {
-            return Ok(0);
-        }
-        dest.fill_le_bytes(block, 2)?;
-        self.read_offset = end;
-        Ok(block.len() / 2)
-    }
-
-    fn len_hint(&self) -> Option<usize> {
-        Some(self.le_bytes.len() / 2)
-    }
 }
 
 #[cfg(test)]

@@ -1,22 +1,26 @@
 //! One clip, start to finish: decode, validate, standardise, measure, encode.
 //!
-//! The gate and duplicate detection are applied afterwards ([`crate::gate`]), because exact
-//! duplicates can only be decided in input order once every clip has been hashed.
+//! The gate's thresholds are applied before encoding, so a rejected clip is never encoded;
+//! duplicate detection comes afterwards ([`crate::output`]), because exact duplicates can only be
+//! decided in input order once every clip has been hashed.
 
 use std::fs::File;
+use std::io::{BufWriter, Cursor, Read, Seek, Write};
 use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use speechmill_audio::decode::{DecodeError, RawFormat, StreamDecoder};
-use speechmill_audio::encode;
-use speechmill_audio::loudness::{LoudnessMeter, integrated_lufs_mono};
-use speechmill_audio::measure::{BandwidthMeter, LevelMeter, analyse_speech};
+use speechmill_audio::encode::{EncodeError, FlacWriter, WavWriter};
+use speechmill_audio::loudness::LoudnessMeter;
+use speechmill_audio::measure::{BandwidthMeter, LevelMeter, SpeechAnalysis, analyse_speech};
 use speechmill_audio::resample::MonoResampler;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::config::{AudioFormat, LoudnessMode, NonFinitePolicy, PipelineConfig};
+use crate::gate;
 use crate::reason::{Reason, Stage};
+use crate::samples::SampleStore;
 
 /// Clips shorter than this cannot be measured at all and are rejected by validation.
 pub const MIN_MEASURABLE_SECONDS: f64 = 0.010;
@@ -83,6 +87,13 @@ pub struct Measurements {
     pub warnings: Vec<String>,
 }
 
+/// Clips whose standardised signal is longer than this are spilled to a scratch file rather
+/// than held in memory (10 minutes at 16 kHz is 38 MB of `f32`).
+pub const DEFAULT_MEMORY_LIMIT_SECONDS: f64 = 600.0;
+
+/// Samples handed to the encoder and the analysis per read of a spilled signal.
+const CHUNK_SAMPLES: usize = 1 << 16;
+
 /// What to process.
 #[derive(Debug, Clone)]
 pub struct ClipInput<'a> {
@@ -90,17 +101,97 @@ pub struct ClipInput<'a> {
     pub path: &'a Path,
     /// How to read it if it is headerless PCM.
     pub raw_format: Option<RawFormat>,
+    /// Where a clip too long to hold in memory is spilled and encoded; the system's temporary
+    /// folder when `None`. Put it on the output's file system so the encoded file can be renamed
+    /// into place.
+    pub scratch_dir: Option<&'a Path>,
+    /// Seconds of standardised audio held in memory; the signal of a longer clip goes to a
+    /// scratch file, so memory does not grow with the clip's length. Results do not depend on it.
+    pub memory_limit_seconds: f64,
+}
+
+impl<'a> ClipInput<'a> {
+    /// A file to process, with no raw format and the default memory limit.
+    pub fn new(path: &'a Path) -> Self {
+        Self { path, raw_format: None, scratch_dir: None, memory_limit_seconds: DEFAULT_MEMORY_LIMIT_SECONDS }
+    }
+}
+
+/// The encoded standardised audio of an accepted clip.
+#[derive(Debug)]
+pub enum EncodedAudio {
+    /// A clip short enough to encode in memory.
+    Memory(Vec<u8>),
+    /// A long clip, encoded into an unnamed-until-persisted scratch file.
+    File(tempfile::NamedTempFile),
+}
+
+impl EncodedAudio {
+    /// Size of the encoded audio in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            EncodedAudio::Memory(bytes) => bytes.len() as u64,
+            EncodedAudio::File(file) => file.as_file().metadata().map(|meta| meta.len()).unwrap_or(0),
+        }
+    }
+
+    /// Whether there are no bytes (never true of a finished encoding, which has a header).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the audio to `dest` atomically: complete or not at all, under its final name.
+    ///
+    /// # Errors
+    ///
+    /// The file could not be written, synced or renamed.
+    pub fn persist(self, dest: &Path) -> std::io::Result<()> {
+        match self {
+            EncodedAudio::Memory(bytes) => {
+                crate::output::write_atomic(dest, &bytes).map_err(|err| std::io::Error::other(err.to_string()))
+            }
+            EncodedAudio::File(file) => {
+                file.as_file().sync_data()?;
+                match file.persist(dest) {
+                    Ok(_) => Ok(()),
+                    // Another file system: copy beside the destination, then rename.
+                    Err(err) => {
+                        let mut source = err.file.reopen()?;
+                        let mut bytes = Vec::new();
+                        source.read_to_end(&mut bytes)?;
+                        crate::output::write_atomic(dest, &bytes).map_err(|err| std::io::Error::other(err.to_string()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The encoded bytes (reads a long clip's scratch file whole).
+    ///
+    /// # Errors
+    ///
+    /// The scratch file could not be read.
+    pub fn into_bytes(self) -> std::io::Result<Vec<u8>> {
+        match self {
+            EncodedAudio::Memory(bytes) => Ok(bytes),
+            EncodedAudio::File(file) => {
+                let mut bytes = Vec::new();
+                file.reopen()?.read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }
+        }
+    }
 }
 
 /// A clip that went through: its measurements, its content hash and its encoded audio.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Processed {
     /// Every measurement.
     pub measurements: Measurements,
     /// Hash of the decoded source samples (exact-duplicate detection).
     pub content_hash: String,
     /// The standardised audio, encoded.
-    pub audio: Vec<u8>,
+    pub audio: EncodedAudio,
 }
 
 /// A clip that could not go through, with everything measured before it stopped.
@@ -124,13 +215,50 @@ impl Rejection {
     }
 }
 
-/// Runs one clip through decode, validation, standardisation, measurement and encoding.
+/// Level statistics of the standardised signal, gathered as it is produced.
+#[derive(Default)]
+struct OutputLevels {
+    peak: f32,
+    energy: f64,
+    samples: u64,
+}
+
+impl OutputLevels {
+    fn add(&mut self, samples: &[f32]) {
+        for &sample in samples {
+            self.peak = self.peak.max(sample.abs());
+            self.energy += f64::from(sample) * f64::from(sample);
+        }
+        self.samples += samples.len() as u64;
+    }
+
+    fn rms_dbfs(&self) -> f64 {
+        10.0 * (self.energy / self.samples.max(1) as f64).log10()
+    }
+}
+
+/// Runs one clip through decode, validation, standardisation, measurement, the quality gate's
+/// thresholds and encoding.
 ///
-/// Never panics on bad input: every problem with the content comes back as a [`Rejection`].
+/// A clip the gate rejects is not encoded. Duplicates are not decided here (they need the whole
+/// run in input order). Never panics on bad input: every problem with the content comes back as
+/// a [`Rejection`]. Memory stays bounded whatever the clip's length: the standardised signal
+/// beyond `input.memory_limit_seconds` is kept in a scratch file.
 pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Processed, Box<Rejection>> {
     let started = Instant::now();
     let settings = &config.standardise;
     let mut measurements = Measurements::default();
+    let timeout_seconds = settings.clip_timeout_seconds;
+    let timed_out = |stage: Stage, measurements: &Measurements| {
+        (started.elapsed().as_secs_f64() > timeout_seconds).then(|| {
+            Rejection::new(
+                Reason::Timeout,
+                stage,
+                format!("processing took longer than {timeout_seconds} s"),
+                measurements.clone(),
+            )
+        })
+    };
 
     let file = File::open(input.path).map_err(|err| {
         Rejection::new(Reason::IoError, Stage::Read, format!("cannot open: {err}"), Measurements::default())
@@ -146,27 +274,35 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     measurements.source_bits_per_sample = info.bits_per_sample;
 
     let channels = usize::from(info.channels);
+    let out_rate = settings.sample_rate_hz;
     let mut levels = LevelMeter::new(info.channels);
     let mut source_loudness = LoudnessMeter::new(info.channels, info.sample_rate);
     let mut bandwidth = BandwidthMeter::new(info.sample_rate);
-    let mut resampler = MonoResampler::new(info.sample_rate, settings.sample_rate_hz).map_err(|err| {
+    let mut resampler = MonoResampler::new(info.sample_rate, out_rate).map_err(|err| {
         Rejection::new(Reason::InvalidHeader, Stage::Standardise, err.to_string(), measurements.clone())
     })?;
     let mut hasher = Xxh3::new();
     let mut mono_block: Vec<f32> = Vec::new();
     let mut sanitised_block: Vec<f32> = Vec::new();
     let mut hash_bytes: Vec<u8> = Vec::new();
-    let mut standard: Vec<f32> = Vec::new();
-    let timeout_seconds = settings.clip_timeout_seconds;
+    let mut resampled: Vec<f32> = Vec::new();
+    let scratch_dir = input.scratch_dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let memory_limit = (input.memory_limit_seconds.max(0.0) * f64::from(out_rate)) as usize;
+    let mut standard = SampleStore::new(memory_limit, &scratch_dir);
+    let mut standard_loudness = LoudnessMeter::new(1, out_rate);
+    let mut standard_levels = OutputLevels::default();
+    let scratch_failed = |err: std::io::Error, measurements: &Measurements| {
+        Rejection::new(
+            Reason::InternalError,
+            Stage::Standardise,
+            format!("cannot use the scratch folder {}: {err}", scratch_dir.display()),
+            measurements.clone(),
+        )
+    };
 
     loop {
-        if started.elapsed().as_secs_f64() > timeout_seconds {
-            return Err(Rejection::new(
-                Reason::Timeout,
-                Stage::Decode,
-                format!("processing took longer than {timeout_seconds} s"),
-                measurements,
-            ));
+        if let Some(rejection) = timed_out(Stage::Decode, &measurements) {
+            return Err(rejection);
         }
         let block = match decoder.next_block() {
             Ok(Some(block)) => block,
@@ -195,9 +331,17 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
             mono_block.extend(finite.chunks_exact(channels).map(|frame| frame.iter().sum::<f32>() * scale));
         }
         bandwidth.add(&mono_block);
-        resampler.process(&mono_block, &mut standard);
+        resampled.clear();
+        resampler.process(&mono_block, &mut resampled);
+        standard_loudness.add(&resampled);
+        standard_levels.add(&resampled);
+        standard.extend(&resampled).map_err(|err| scratch_failed(err, &measurements))?;
     }
-    resampler.finish(&mut standard);
+    resampled.clear();
+    resampler.finish(&mut resampled);
+    standard_loudness.add(&resampled);
+    standard_levels.add(&resampled);
+    standard.extend(&resampled).map_err(|err| scratch_failed(err, &measurements))?;
 
     let level_stats = levels.finish();
     let duration_s = level_stats.frames as f64 / f64::from(info.sample_rate);
@@ -259,60 +403,246 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     }
 
     measurements.bandwidth_hz = bandwidth.finish();
-    let speech = analyse_speech(&standard, settings.sample_rate_hz);
+    let speech = analyse_store(&mut standard, out_rate).map_err(|err| scratch_failed(err, &measurements))?;
     measurements.speech_ratio = Some(speech.speech_ratio);
     measurements.leading_silence_s = Some(speech.leading_silence_s);
     measurements.trailing_silence_s = Some(speech.trailing_silence_s);
     measurements.total_silence_s = Some(speech.total_silence_s);
     measurements.snr_db = speech.snr_db;
 
-    let gain_db = normalisation_gain_db(&standard, config, &mut measurements);
-    let gain = 10f64.powf(gain_db / 20.0) as f32;
-    let mut peak = 0f32;
-    for sample in &mut standard {
-        *sample *= gain;
-        peak = peak.max(sample.abs());
-    }
+    let gain_db =
+        normalisation_gain_db(&standard_levels, standard_loudness.integrated_lufs(), config, &mut measurements);
     measurements.gain_db = Some(gain_db);
-    measurements.output_peak_dbfs = (peak > 0.0).then(|| 20.0 * f64::from(peak).log10());
-    measurements.output_loudness_lufs = integrated_lufs_mono(&standard, settings.sample_rate_hz);
-    measurements.sample_rate = Some(settings.sample_rate_hz);
-    measurements.num_samples = Some(standard.len() as u64);
+    measurements.sample_rate = Some(out_rate);
+    measurements.num_samples = Some(standard.len());
 
-    let encoded = match settings.format {
-        AudioFormat::Flac => encode::encode_flac_16(&standard, settings.sample_rate_hz),
-        AudioFormat::Wav => encode::encode_wav_16(&standard, settings.sample_rate_hz),
-    };
-    let audio =
-        encoded.map_err(|err| reject(Reason::InternalError, Stage::Encode, err.to_string(), measurements.clone()))?;
+    if let Some((reason, message)) = gate::check(&measurements, &config.gate) {
+        return Err(reject(reason, Stage::Gate, message, measurements));
+    }
+    if let Some(rejection) = timed_out(Stage::Encode, &measurements) {
+        return Err(rejection);
+    }
+
+    let gain = 10f64.powf(gain_db / 20.0) as f32;
+    let audio = encode_store(&mut standard, gain, settings.format, out_rate, &mut measurements)
+        .map_err(|message| reject(Reason::InternalError, Stage::Encode, message, measurements.clone()))?;
     Ok(Processed { measurements, content_hash, audio })
 }
 
+/// Clips longer than this are analysed for speech in segments of this length (10 minutes),
+/// wherever their samples are held, so the results never depend on the memory limit and the
+/// analysis holds at most one segment.
+const ANALYSIS_SEGMENT_SECONDS: f64 = 600.0;
+
+/// Speech activity, silences and SNR of the standardised signal, in segments of
+/// [`ANALYSIS_SEGMENT_SECONDS`] whose results are combined.
+fn analyse_store(store: &mut SampleStore, rate: u32) -> std::io::Result<SpeechAnalysis> {
+    analyse_in_segments(store, rate, (ANALYSIS_SEGMENT_SECONDS * f64::from(rate)) as usize)
+}
+
+/// Durations and speech time add up across segments. The SNR is the clip's speech energy over
+/// its noise energy, each segment's split of its energy into the two following from its own
+/// estimate, so a single segment gives exactly [`analyse_speech`]'s answer.
+fn analyse_in_segments(store: &mut SampleStore, rate: u32, segment_len: usize) -> std::io::Result<SpeechAnalysis> {
+    let segment_len = segment_len.max(1);
+    if let Some(samples) = store.in_memory()
+        && samples.len() <= segment_len
+    {
+        return Ok(analyse_speech(samples, rate));
+    }
+    let mut combined = SpeechTotals::default();
+    let mut segment: Vec<f32> = Vec::with_capacity(segment_len.min(store.len() as usize));
+    let mut chunks = store.chunks(CHUNK_SAMPLES)?;
+    loop {
+        let chunk = chunks.next_chunk()?;
+        let at_end = chunk.is_none();
+        if let Some(chunk) = chunk {
+            segment.extend_from_slice(chunk);
+        }
+        while segment.len() >= segment_len || (at_end && !segment.is_empty()) {
+            let take = segment.len().min(segment_len);
+            combined.add(&segment[..take], rate);
+            segment.drain(..take);
+        }
+        if at_end {
+            break;
+        }
+    }
+    Ok(combined.finish())
+}
+
+/// Running sums of per-segment speech analyses.
+#[derive(Default)]
+struct SpeechTotals {
+    duration_s: f64,
+    speech_s: f64,
+    silence_s: f64,
+    /// Seconds before the first speech, once speech has been seen.
+    leading_s: Option<f64>,
+    /// Seconds since the last speech.
+    trailing_s: f64,
+    speech_energy: f64,
+    noise_energy: f64,
+    /// Whether any segment had an SNR estimate.
+    has_snr: bool,
+}
+
+impl SpeechTotals {
+    fn add(&mut self, segment: &[f32], rate: u32) {
+        let analysis = analyse_speech(segment, rate);
+        let duration_s = segment.len() as f64 / f64::from(rate);
+        let has_speech = analysis.speech_ratio > 0.0;
+        if has_speech {
+            if self.leading_s.is_none() {
+                self.leading_s = Some(self.duration_s + analysis.leading_silence_s);
+            }
+            self.trailing_s = analysis.trailing_silence_s;
+        } else {
+            self.trailing_s += duration_s;
+        }
+        self.duration_s += duration_s;
+        self.speech_s += analysis.speech_ratio * duration_s;
+        self.silence_s += analysis.total_silence_s;
+        if let Some(snr_db) = analysis.snr_db {
+            let energy: f64 = segment.iter().map(|&x| f64::from(x) * f64::from(x)).sum();
+            let ratio = 10f64.powf(snr_db / 10.0);
+            self.noise_energy += energy / (1.0 + ratio);
+            self.speech_energy += energy * ratio / (1.0 + ratio);
+            self.has_snr = true;
+        }
+    }
+
+    fn finish(self) -> SpeechAnalysis {
+        let snr_db = self.has_snr.then(|| {
+            if self.noise_energy <= 0.0 {
+                SNR_RANGE_DB.1
+            } else {
+                (10.0 * (self.speech_energy / self.noise_energy).max(1e-12).log10())
+                    .clamp(SNR_RANGE_DB.0, SNR_RANGE_DB.1)
+            }
+        });
+        SpeechAnalysis {
+            speech_ratio: if self.duration_s > 0.0 { self.speech_s / self.duration_s } else { 0.0 },
+            leading_silence_s: self.leading_s.unwrap_or(self.duration_s),
+            trailing_silence_s: if self.leading_s.is_some() { self.trailing_s } else { self.duration_s },
+            total_silence_s: self.silence_s,
+            snr_db,
+        }
+    }
+}
+
+/// Range [`analyse_speech`] clamps its SNR to, in dB.
+const SNR_RANGE_DB: (f64, f64) = (-20.0, 80.0);
+
+/// Applies the gain and encodes, in memory for a clip held in memory and into a scratch file
+/// for a spilled one; measures the output's peak and loudness on the way.
+fn encode_store(
+    store: &mut SampleStore,
+    gain: f32,
+    format: AudioFormat,
+    rate: u32,
+    measurements: &mut Measurements,
+) -> Result<EncodedAudio, String> {
+    let mut peak = 0f32;
+    let mut loudness = LoudnessMeter::new(1, rate);
+    let mut block: Vec<f32> = Vec::with_capacity(CHUNK_SAMPLES);
+    let spilled = store.is_spilled();
+    let mut encoder = if spilled {
+        let file = tempfile::NamedTempFile::new_in(store.scratch_dir())
+            .map_err(|err| format!("cannot make a scratch file in {}: {err}", store.scratch_dir().display()))?;
+        let sink = BufWriter::with_capacity(1 << 16, file);
+        Encoder::File(StreamEncoder::new(format, sink, rate).map_err(|err| err.to_string())?)
+    } else {
+        let bytes = Vec::with_capacity(store.len() as usize + 64);
+        Encoder::Memory(StreamEncoder::new(format, Cursor::new(bytes), rate).map_err(|err| err.to_string())?)
+    };
+    let mut chunks = store.chunks(CHUNK_SAMPLES).map_err(|err| format!("cannot read the scratch file: {err}"))?;
+    while let Some(chunk) = chunks.next_chunk().map_err(|err| format!("cannot read the scratch file: {err}"))? {
+        block.clear();
+        block.extend(chunk.iter().map(|&sample| sample * gain));
+        for &sample in &block {
+            peak = peak.max(sample.abs());
+        }
+        loudness.add(&block);
+        match &mut encoder {
+            Encoder::Memory(encoder) => encoder.write(&block),
+            Encoder::File(encoder) => encoder.write(&block),
+        }
+        .map_err(|err| err.to_string())?;
+    }
+    measurements.output_peak_dbfs = (peak > 0.0).then(|| 20.0 * f64::from(peak).log10());
+    measurements.output_loudness_lufs = loudness.integrated_lufs();
+    match encoder {
+        Encoder::Memory(encoder) => {
+            Ok(EncodedAudio::Memory(encoder.finish().map_err(|err| err.to_string())?.into_inner()))
+        }
+        Encoder::File(encoder) => {
+            let sink = encoder.finish().map_err(|err| err.to_string())?;
+            let file = sink.into_inner().map_err(|err| format!("cannot write the scratch file: {}", err.error()))?;
+            Ok(EncodedAudio::File(file))
+        }
+    }
+}
+
+enum Encoder {
+    Memory(StreamEncoder<Cursor<Vec<u8>>>),
+    File(StreamEncoder<BufWriter<tempfile::NamedTempFile>>),
+}
+
+/// FLAC or WAV, written block by block.
+enum StreamEncoder<W: Write + Seek> {
+    Flac(Box<FlacWriter<W>>),
+    Wav(WavWriter<W>),
+}
+
+impl<W: Write + Seek> StreamEncoder<W> {
+    fn new(format: AudioFormat, sink: W, rate: u32) -> Result<Self, EncodeError> {
+        Ok(match format {
+            AudioFormat::Flac => StreamEncoder::Flac(Box::new(FlacWriter::new(sink, rate)?)),
+            AudioFormat::Wav => StreamEncoder::Wav(WavWriter::new(sink, rate)?),
+        })
+    }
+
+    fn write(&mut self, samples: &[f32]) -> Result<(), EncodeError> {
+        match self {
+            StreamEncoder::Flac(writer) => writer.write(samples),
+            StreamEncoder::Wav(writer) => writer.write(samples),
+        }
+    }
+
+    fn finish(self) -> Result<W, EncodeError> {
+        match self {
+            StreamEncoder::Flac(writer) => writer.finish(),
+            StreamEncoder::Wav(writer) => writer.finish(),
+        }
+    }
+}
+
 /// The gain that brings the clip to its target, lowered so the output peak stays under the limit.
-fn normalisation_gain_db(standard: &[f32], config: &PipelineConfig, measurements: &mut Measurements) -> f64 {
+fn normalisation_gain_db(
+    levels: &OutputLevels,
+    integrated_lufs: Option<f64>,
+    config: &PipelineConfig,
+    measurements: &mut Measurements,
+) -> f64 {
     let settings = &config.standardise;
-    let peak = standard.iter().fold(0f32, |peak, sample| peak.max(sample.abs()));
-    if peak == 0.0 {
+    if levels.peak == 0.0 {
         return 0.0;
     }
-    let rms_dbfs = || {
-        let energy: f64 = standard.iter().map(|&sample| f64::from(sample) * f64::from(sample)).sum();
-        10.0 * (energy / standard.len() as f64).log10()
-    };
     let wanted = match settings.loudness_mode {
         LoudnessMode::Off => return 0.0,
-        LoudnessMode::Rms => settings.target_rms_dbfs - rms_dbfs(),
-        LoudnessMode::Lufs => match integrated_lufs_mono(standard, settings.sample_rate_hz) {
+        LoudnessMode::Rms => settings.target_rms_dbfs - levels.rms_dbfs(),
+        LoudnessMode::Lufs => match integrated_lufs {
             Some(lufs) => settings.target_lufs - lufs,
             None => {
                 measurements.warnings.push(
                     "loudness undefined (clip shorter than 400 ms or too quiet); normalised by RMS instead".into(),
                 );
-                settings.target_lufs - rms_dbfs()
+                settings.target_lufs - levels.rms_dbfs()
             }
         },
     };
-    let headroom = settings.peak_limit_dbfs - 20.0 * f64::from(peak).log10();
+    let headroom = settings.peak_limit_dbfs - 20.0 * f64::from(levels.peak).log10();
     if wanted > headroom {
         measurements
             .warnings
@@ -330,5 +660,62 @@ fn decode_reason(err: &DecodeError) -> Reason {
         DecodeError::InvalidHeader { .. } => Reason::InvalidHeader,
         DecodeError::Corrupt { .. } => Reason::DecodeError,
         DecodeError::Io(_) => Reason::IoError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 16 kHz signal of `seconds`: bursts of a 300 Hz tone (speech-like energy) every other
+    /// second over low white noise.
+    fn bursts(seconds: usize) -> Vec<f32> {
+        let rate = 16_000;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        (0..seconds * rate)
+            .map(|n| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let noise = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.002;
+                let on = (n / rate) % 2 == 1;
+                let tone =
+                    if on { 0.3 * (2.0 * std::f32::consts::PI * 300.0 * n as f32 / rate as f32).sin() } else { 0.0 };
+                tone + noise
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segmented_speech_analysis_adds_up_to_the_whole() {
+        let signal = bursts(12);
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SampleStore::new(usize::MAX, dir.path());
+        store.extend(&signal).unwrap();
+        let whole = analyse_in_segments(&mut store, 16_000, usize::MAX).unwrap();
+        assert_eq!(whole, analyse_speech(&signal, 16_000), "one segment is exactly the plain analysis");
+        // Three 4 s segments.
+        let parts = analyse_in_segments(&mut store, 16_000, 4 * 16_000).unwrap();
+        let silence_sum: f64 =
+            signal.chunks(4 * 16_000).map(|segment| analyse_speech(segment, 16_000).total_silence_s).sum();
+        assert!((parts.total_silence_s - silence_sum).abs() < 1e-9);
+        assert!((parts.speech_ratio - whole.speech_ratio).abs() < 0.05, "{parts:?} vs {whole:?}");
+        assert!((parts.leading_silence_s - whole.leading_silence_s).abs() < 0.1, "{parts:?} vs {whole:?}");
+        assert!((parts.trailing_silence_s - whole.trailing_silence_s).abs() < 0.1, "{parts:?} vs {whole:?}");
+        let (Some(parts_snr), Some(whole_snr)) = (parts.snr_db, whole.snr_db) else {
+            panic!("both estimate an SNR: {parts:?} {whole:?}");
+        };
+        assert!((parts_snr - whole_snr).abs() < 1.0, "{parts_snr} vs {whole_snr}");
+    }
+
+    #[test]
+    fn segments_without_speech_count_towards_leading_and_trailing_silence() {
+        let mut totals = SpeechTotals::default();
+        let quiet = vec![0.0f32; 16_000];
+        totals.add(&quiet, 16_000);
+        let finished = totals.finish();
+        assert_eq!(finished.leading_silence_s, 1.0);
+        assert_eq!(finished.trailing_silence_s, 1.0);
+        assert_eq!(finished.snr_db, None, "digital silence has no SNR");
     }
 }

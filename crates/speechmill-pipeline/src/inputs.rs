@@ -105,8 +105,21 @@ fn extension(path: &Path) -> Option<String> {
     path.extension().and_then(OsStr::to_str).map(str::to_ascii_lowercase)
 }
 
-fn display(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
+/// A path as text: itself when it is UTF-8, else with each byte that is not valid UTF-8 written
+/// as `\xNN` (Linux file names are bytes), so the name stays readable and nothing is lost.
+pub fn display(path: &Path) -> String {
+    if let Some(text) = path.to_str() {
+        return text.to_string();
+    }
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let mut text = String::with_capacity(bytes.len() + 8);
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02X}"));
+        }
+    }
+    text
 }
 
 fn is_hidden(name: &OsStr) -> bool {

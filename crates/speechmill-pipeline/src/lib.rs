@@ -12,7 +12,8 @@ pub mod gate;
 pub mod inputs;
 pub mod output;
 pub mod reason;
+pub mod samples;
 
-pub use clip::{ClipInput, Measurements, Processed, Rejection, process_clip};
+pub use clip::{ClipInput, EncodedAudio, Measurements, Processed, Rejection, process_clip};
 pub use config::PipelineConfig;
 pub use reason::{Reason, Stage};

@@ -18,11 +18,14 @@ pub struct RunConfig {
     pub jobs: usize,
     /// A Parquet shard closes once it holds this many bytes of audio.
     pub max_shard_bytes: u64,
+    /// Seconds of standardised audio a clip may hold in memory; a longer clip's signal goes to a
+    /// scratch file in the output folder, so memory does not grow with file length.
+    pub memory_limit_seconds: f64,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        RunConfig { jobs: 0, max_shard_bytes: 256 * 1024 * 1024 }
+        RunConfig { jobs: 0, max_shard_bytes: 256 * 1024 * 1024, memory_limit_seconds: 600.0 }
     }
 }
 
@@ -99,7 +102,11 @@ impl Config {
             let messages: Vec<String> = err.into_iter().map(|error| error.to_string()).collect();
             anyhow::anyhow!("invalid configuration: {}", messages.join("; "))
         })?;
-        if let Err(problems) = config.pipeline.validate() {
+        let mut problems = config.pipeline.validate().err().unwrap_or_default();
+        if !config.run.memory_limit_seconds.is_finite() || config.run.memory_limit_seconds < 0.0 {
+            problems.push("run.memory_limit_seconds must be zero or positive".to_string());
+        }
+        if !problems.is_empty() {
             bail!("invalid configuration: {}", problems.join("; "));
         }
         Ok(config)

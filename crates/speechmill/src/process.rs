@@ -17,8 +17,8 @@ use speechmill_audio::decode::RawFormat;
 use speechmill_pipeline::clip::{ClipInput, Measurements, Rejection, process_clip};
 use speechmill_pipeline::dataset::ParquetOptions;
 use speechmill_pipeline::inputs::{InputClip, discover};
-use speechmill_pipeline::output::{ClipRecord, OutputOptions, RunFacts, Summary, finish_run, write_atomic};
-use speechmill_pipeline::{PipelineConfig, Reason, Stage, gate};
+use speechmill_pipeline::output::{ClipRecord, OutputOptions, RunFacts, Summary, finish_run};
+use speechmill_pipeline::{PipelineConfig, Reason, Stage};
 use speechmill_queue::batch::Finished;
 use speechmill_queue::{BatchStore, JobRecord, JobSpec, JobState};
 use tokio::sync::mpsc;
@@ -29,6 +29,8 @@ use crate::exit;
 
 /// The folder inside the output folder that holds the run state.
 const STATE_DIR: &str = ".speechmill";
+/// The folder inside the state folder for clips too long to hold in memory.
+const SCRATCH_DIR: &str = "scratch";
 /// Results are committed to the run state in batches of at most this many clips...
 const COMMIT_BATCH: usize = 64;
 /// ...or after this long, whichever comes first.
@@ -87,7 +89,7 @@ async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -
     let out = &args.out;
     fs::create_dir_all(out.join("audio"))
         .with_context(|| format!("cannot create the output folder {}", out.display()))?;
-    fs::create_dir_all(out.join(STATE_DIR))
+    fs::create_dir_all(out.join(STATE_DIR).join(SCRATCH_DIR))
         .with_context(|| format!("cannot create {}", out.join(STATE_DIR).display()))?;
     let store = BatchStore::open(&out.join(STATE_DIR).join("run.sqlite"))
         .await
@@ -134,7 +136,12 @@ async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -
         });
     }
 
-    let audio_seconds = process_pending(pending, jobs, out, &config.pipeline, &store, &progress, &interrupted).await?;
+    let context = ClipContext {
+        out: out.to_path_buf(),
+        pipeline: config.pipeline.clone(),
+        memory_limit_seconds: config.run.memory_limit_seconds,
+    };
+    let audio_seconds = process_pending(pending, jobs, &context, &store, &progress, &interrupted).await?;
     progress.finish_and_clear();
     if interrupted.load(Ordering::SeqCst) {
         eprintln!("speechmill: interrupted; run the same command again to resume");
@@ -201,12 +208,10 @@ struct WorkerResult {
     audio_seconds: f64,
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn process_pending(
     pending: Vec<JobRecord>,
     jobs: usize,
-    out: &Path,
-    pipeline: &PipelineConfig,
+    context: &ClipContext,
     store: &BatchStore,
     progress: &ProgressBar,
     interrupted: &Arc<AtomicBool>,
@@ -221,16 +226,16 @@ async fn process_pending(
         let next = Arc::clone(&next);
         let sender = sender.clone();
         let interrupted = Arc::clone(interrupted);
-        let out = out.to_path_buf();
-        let pipeline = pipeline.clone();
+        let context = context.clone();
         workers.push(std::thread::spawn(move || {
+            let mut runner = ClipRunner::new(context);
             loop {
                 if interrupted.load(Ordering::SeqCst) {
                     break;
                 }
                 let index = next.fetch_add(1, Ordering::SeqCst);
                 let Some(job) = pending.get(index) else { break };
-                let result = run_job(job, &out, &pipeline);
+                let result = runner.run(job);
                 if sender.blocking_send(result).is_err() {
                     break;
                 }
@@ -272,12 +277,117 @@ async fn process_pending(
     Ok(audio_seconds)
 }
 
+/// Runs a worker's clips on a thread of their own, so that a clip stuck where the cooperative
+/// time limit inside `process_clip` cannot see it (inside one decoder call) is abandoned after
+/// the limit and a grace period instead of hanging the run.
+///
+/// The clip thread is long-lived (its per-thread analysers and FFT plans are reused across
+/// clips); only after an abandonment is a new one started.
+struct ClipRunner {
+    /// Jobs to the clip thread; `None` until started and after an abandonment.
+    requests: Option<std::sync::mpsc::Sender<JobRecord>>,
+    /// Results from the current clip thread.
+    results: Option<std::sync::mpsc::Receiver<WorkerResult>>,
+    context: ClipContext,
+}
+
+/// What every clip of a run needs besides its job.
+#[derive(Clone)]
+struct ClipContext {
+    /// The output folder.
+    out: PathBuf,
+    pipeline: PipelineConfig,
+    /// `run.memory_limit_seconds`.
+    memory_limit_seconds: f64,
+}
+
+impl ClipRunner {
+    fn new(context: ClipContext) -> Self {
+        Self { requests: None, results: None, context }
+    }
+
+    /// The longest a clip may take before its thread is abandoned: the configured limit, which
+    /// `process_clip` checks itself between blocks, plus a grace period for one slow block.
+    fn deadline(&self) -> Duration {
+        let limit = self.context.pipeline.standardise.clip_timeout_seconds;
+        Duration::from_secs_f64(limit * 1.1 + 5.0)
+    }
+
+    fn run(&mut self, job: &JobRecord) -> WorkerResult {
+        if self.requests.is_none() {
+            let (request_sender, request_receiver) = std::sync::mpsc::channel::<JobRecord>();
+            let (result_sender, result_receiver) = std::sync::mpsc::channel::<WorkerResult>();
+            let context = self.context.clone();
+            let spawned = std::thread::Builder::new().name("speechmill-clip".into()).spawn(move || {
+                for job in request_receiver {
+                    debug_hang(&job);
+                    if result_sender.send(run_job(&job, &context)).is_err() {
+                        break;
+                    }
+                }
+            });
+            if let Err(err) = spawned {
+                tracing::error!(error = %err, "cannot start a clip thread; running the clip on the worker");
+                return run_job(job, &self.context);
+            }
+            self.requests = Some(request_sender);
+            self.results = Some(result_receiver);
+        }
+        let (Some(requests), Some(results)) = (self.requests.as_ref(), self.results.as_ref()) else {
+            return run_job(job, &self.context);
+        };
+        if requests.send(job.clone()).is_err() {
+            self.requests = None;
+            return run_job(job, &self.context);
+        }
+        let deadline = self.deadline();
+        match results.recv_timeout(deadline) {
+            Ok(result) => result,
+            Err(err) => {
+                // Abandon the thread: it is stuck in code that does not return. The next clip
+                // gets a new one.
+                self.requests = None;
+                self.results = None;
+                let columns = job.spec.get("columns").and_then(Value::as_object).cloned().unwrap_or_default();
+                let (reason, message) = match err {
+                    std::sync::mpsc::RecvTimeoutError::Timeout => {
+                        tracing::error!(clip.id = %job.id, source = %job.source, deadline_s = deadline.as_secs_f64(), "clip did not finish; its thread was abandoned");
+                        (Reason::Timeout, format!("processing did not finish within {:.0} s", deadline.as_secs_f64()))
+                    }
+                    std::sync::mpsc::RecvTimeoutError::Disconnected => {
+                        tracing::error!(clip.id = %job.id, source = %job.source, "the clip thread died");
+                        (Reason::InternalError, "speechmill failed on this clip (its thread died)".to_string())
+                    }
+                };
+                let finished = rejected(job, reason, Stage::Decode, &message, &Measurements::default(), None, &columns);
+                WorkerResult { finished, audio_seconds: 0.0 }
+            }
+        }
+    }
+}
+
+/// Test hook (debug builds only): `SPEECHMILL_DEBUG_HANG_SOURCE=<text>` makes the clip thread
+/// sleep for an hour on any clip whose source contains `<text>`, to test abandonment.
+fn debug_hang(job: &JobRecord) {
+    #[cfg(debug_assertions)]
+    if let Some(text) = std::env::var_os("SPEECHMILL_DEBUG_HANG_SOURCE")
+        && !text.is_empty()
+        && job.source.contains(&*text.to_string_lossy())
+    {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = job;
+}
+
 /// Processes one job: never panics, never fails; every outcome is a final job state.
-fn run_job(job: &JobRecord, out: &Path, pipeline: &PipelineConfig) -> WorkerResult {
+fn run_job(job: &JobRecord, context: &ClipContext) -> WorkerResult {
+    let (out, pipeline, memory_limit_seconds) = (&context.out, &context.pipeline, context.memory_limit_seconds);
     let path = spec_path(&job.spec);
     let raw_format = job.spec.get("raw_format").and_then(Value::as_str).and_then(|text| text.parse::<RawFormat>().ok());
     let columns = job.spec.get("columns").and_then(Value::as_object).cloned().unwrap_or_default();
-    let input = ClipInput { path: &path, raw_format };
+    let scratch = out.join(STATE_DIR).join(SCRATCH_DIR);
+    let input = ClipInput { raw_format, scratch_dir: Some(&scratch), memory_limit_seconds, ..ClipInput::new(&path) };
     let started = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline)));
     let outcome = match outcome {
@@ -303,35 +413,21 @@ fn run_job(job: &JobRecord, out: &Path, pipeline: &PipelineConfig) -> WorkerResu
     let (finished, audio_seconds) = match outcome {
         Ok(processed) => {
             let audio_seconds = processed.measurements.duration_s.unwrap_or(0.0);
-            let verdict = gate::check(&processed.measurements, &pipeline.gate);
-            let finished = match verdict {
-                Some((reason, message)) => rejected(
-                    job,
-                    reason,
-                    Stage::Gate,
-                    &message,
-                    &processed.measurements,
-                    Some(processed.content_hash.clone()),
-                    &columns,
-                ),
-                None => {
-                    let relative = format!("audio/{}.{}", job.id, pipeline.standardise.format.extension());
-                    match write_atomic(&out.join(&relative), &processed.audio) {
-                        Ok(()) => accepted(job, &relative, &processed.measurements, &processed.content_hash, &columns),
-                        Err(err) => {
-                            tracing::error!(clip.id = %job.id, error = %err, "cannot write clip audio");
-                            let message = format!("cannot write the output audio: {err}");
-                            rejected(
-                                job,
-                                Reason::InternalError,
-                                Stage::Encode,
-                                &message,
-                                &processed.measurements,
-                                Some(processed.content_hash.clone()),
-                                &columns,
-                            )
-                        }
-                    }
+            let relative = format!("audio/{}.{}", job.id, pipeline.standardise.format.extension());
+            let finished = match processed.audio.persist(&out.join(&relative)) {
+                Ok(()) => accepted(job, &relative, &processed.measurements, &processed.content_hash, &columns),
+                Err(err) => {
+                    tracing::error!(clip.id = %job.id, error = %err, "cannot write clip audio");
+                    let message = format!("cannot write the output audio: {err}");
+                    rejected(
+                        job,
+                        Reason::InternalError,
+                        Stage::Encode,
+                        &message,
+                        &processed.measurements,
+                        Some(processed.content_hash.clone()),
+                        &columns,
+                    )
                 }
             };
             (finished, audio_seconds)
