@@ -17,10 +17,13 @@
 //! RF64/BW64 headers are read as a RIFF of unknown size, to the end of the data, as ffmpeg and
 //! libsndfile do; an ADPCM WAV is cut to its `fact` chunk's length.
 //!
-//! Mid-stream changes: if the decoded channel count or sample rate changes (a chained Ogg stream
-//! whose next link differs), decoding stops at the change and what came before is returned. A
-//! chained link with the same specification would need a new track and decoder; that is not done
-//! yet, so decoding also stops at a `ResetRequired` from the demuxer or decoder.
+//! Chained streams and mid-stream changes: every link of a chained Ogg stream is decoded and
+//! joined (a new track and decoder per link). The first decoded block fixes the output
+//! specification; a link (or a stretch of a stream) with another sample rate or channel count is
+//! converted to it: channels are mixed (mono to all, several to their mean, then to all) and the
+//! rate is converted with the same resampler as standardisation. Multiplexed Ogg (several logical
+//! streams at once) decodes one audio stream: the first flagged default with a decoder, else the
+//! first (by serial number) with one; the others are skipped.
 //!
 //! Errors: a packet that fails to decode is skipped and counted
 //! ([`StreamDecoder::skipped_packets`]); a stream that ends early (truncated) ends the output
@@ -45,6 +48,8 @@ use symphonia::core::formats::{FormatOptions, FormatReader, Track, TrackFlags};
 use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::units::Duration;
+
+use crate::resample::MonoResampler;
 
 /// The sample encoding of headerless raw PCM, as given by the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -433,8 +438,7 @@ impl StreamDecoder {
             other => DecodeError::InvalidHeader { detail: format!("{codec}: {other}") },
         })?;
 
-        let self_trimming =
-            [CODEC_ID_MP1, CODEC_ID_MP2, CODEC_ID_MP3, CODEC_ID_VORBIS, CODEC_ID_OPUS].contains(&params.codec);
+        let self_trimming = is_self_trimming(params.codec);
 
         // Header-declared output specification; replaced by what the decoder really produces.
         let declared_rate = params.sample_rate.unwrap_or(0);
@@ -479,6 +483,11 @@ impl StreamDecoder {
             // Set by the first decoded buffer: some codecs (and headers that do not state a
             // channel count) only reveal the real output specification then.
             expected_spec: None,
+            converter: None,
+            link_pending: false,
+            ended: false,
+            pending_tail: None,
+            converted: Vec::new(),
         };
         let mut decoder = StreamDecoder {
             info: info.clone(),
@@ -565,6 +574,99 @@ struct SymphoniaStream {
     consecutive_demux_errors: u32,
     /// Output (rate, channels), fixed by the first decoded buffer.
     expected_spec: Option<(u32, u16)>,
+    /// Converts a link (or stretch) whose specification differs from `expected_spec`.
+    converter: Option<SpecConverter>,
+    /// The demuxer announced a new link; it is opened at the next call.
+    link_pending: bool,
+    /// The demuxer reached the end; only a converter's tail is left to hand out.
+    ended: bool,
+    /// A finished converter's last samples, handed out before the next block.
+    pending_tail: Option<Vec<f32>>,
+    /// Reused output buffer of the converter.
+    converted: Vec<f32>,
+}
+
+/// Whether symphonia's decoder for `codec` applies the packets' trim fields itself.
+fn is_self_trimming(codec: AudioCodecId) -> bool {
+    [CODEC_ID_MP1, CODEC_ID_MP2, CODEC_ID_MP3, CODEC_ID_VORBIS, CODEC_ID_OPUS].contains(&codec)
+}
+
+/// Converts interleaved audio of one (rate, channels) to another: channels first, then rate.
+struct SpecConverter {
+    from: (u32, u16),
+    to: (u32, u16),
+    /// One resampler per output channel; empty when the rates agree.
+    resamplers: Vec<MonoResampler>,
+    /// Reused per-channel buffers.
+    planar_in: Vec<Vec<f32>>,
+    planar_out: Vec<Vec<f32>>,
+}
+
+impl SpecConverter {
+    fn new(from: (u32, u16), to: (u32, u16)) -> Result<Self, DecodeError> {
+        let channels = usize::from(to.1);
+        let resamplers = if from.0 == to.0 {
+            Vec::new()
+        } else {
+            (0..channels).map(|_| MonoResampler::new(from.0, to.0)).collect::<Result<Vec<_>, _>>().map_err(|error| {
+                DecodeError::Corrupt { detail: format!("cannot join a link of the stream: {error}") }
+            })?
+        };
+        Ok(Self { from, to, resamplers, planar_in: vec![Vec::new(); channels], planar_out: vec![Vec::new(); channels] })
+    }
+
+    /// Converts `input` (interleaved at `from`) and appends the result (interleaved at `to`).
+    fn convert(&mut self, input: &[f32], out: &mut Vec<f32>) {
+        let (in_channels, out_channels) = (usize::from(self.from.1), usize::from(self.to.1));
+        for channel in &mut self.planar_in {
+            channel.clear();
+        }
+        for frame in input.chunks_exact(in_channels) {
+            if in_channels == out_channels {
+                for (channel, &sample) in self.planar_in.iter_mut().zip(frame) {
+                    channel.push(sample);
+                }
+            } else {
+                let mixed = if in_channels == 1 { frame[0] } else { frame.iter().sum::<f32>() / in_channels as f32 };
+                for channel in &mut self.planar_in {
+                    channel.push(mixed);
+                }
+            }
+        }
+        if self.resamplers.is_empty() {
+            std::mem::swap(&mut self.planar_in, &mut self.planar_out);
+        } else {
+            for ((resampler, input), output) in
+                self.resamplers.iter_mut().zip(&self.planar_in).zip(&mut self.planar_out)
+            {
+                output.clear();
+                resampler.process(input, output);
+            }
+        }
+        interleave(&self.planar_out, out_channels, out);
+    }
+
+    /// Appends what the resamplers still hold, at the end of the link.
+    fn finish(&mut self, out: &mut Vec<f32>) {
+        if self.resamplers.is_empty() {
+            return;
+        }
+        for (resampler, output) in self.resamplers.iter_mut().zip(&mut self.planar_out) {
+            output.clear();
+            resampler.finish(output);
+        }
+        interleave(&self.planar_out, usize::from(self.to.1), out);
+    }
+}
+
+fn interleave(planar: &[Vec<f32>], channels: usize, out: &mut Vec<f32>) {
+    let frames = planar.iter().map(Vec::len).min().unwrap_or(0);
+    out.reserve(frames * channels);
+    for frame in 0..frames {
+        for channel in planar {
+            out.push(channel[frame]);
+        }
+    }
 }
 
 impl SymphoniaStream {
@@ -575,17 +677,40 @@ impl SymphoniaStream {
         skipped_packets: &mut u64,
     ) -> Result<Option<std::ops::Range<usize>>, DecodeError> {
         loop {
-            if self.frames_left == Some(0) {
-                return Ok(None);
+            if self.frames_left == Some(0) || self.ended {
+                return self.end_of_stream(*skipped_packets);
+            }
+            if self.link_pending {
+                self.link_pending = false;
+                if !self.open_next_link() {
+                    self.ended = true;
+                    return self.end_of_stream(*skipped_packets);
+                }
             }
             let format = &mut self.format;
             let packet = match guard_panic("reading a packet", || format.next_packet())? {
                 Ok(Some(packet)) => packet,
-                Ok(None) => return self.end_of_stream(*skipped_packets),
-                // A new chained Ogg link (or similar): see the module documentation.
-                Err(SymphoniaError::ResetRequired) => return self.end_of_stream(*skipped_packets),
+                Ok(None) => {
+                    self.ended = true;
+                    if let Some(range) = self.flush_converter(samples) {
+                        return Ok(Some(range));
+                    }
+                    return self.end_of_stream(*skipped_packets);
+                }
+                // A new chained Ogg link: see the module documentation.
+                Err(SymphoniaError::ResetRequired) => {
+                    self.link_pending = true;
+                    if let Some(range) = self.flush_converter(samples) {
+                        return Ok(Some(range));
+                    }
+                    continue;
+                }
                 Err(SymphoniaError::IoError(error)) if error.kind() == io::ErrorKind::UnexpectedEof => {
                     // Truncated stream: what was decoded so far is the result.
+                    self.ended = true;
+                    if let Some(range) = self.flush_converter(samples) {
+                        return Ok(Some(range));
+                    }
                     return self.end_of_stream(*skipped_packets);
                 }
                 Err(SymphoniaError::IoError(error)) => return Err(DecodeError::Io(error)),
@@ -627,7 +752,13 @@ impl SymphoniaStream {
                     *skipped_packets += 1;
                     continue;
                 }
-                Err(SymphoniaError::ResetRequired) => return self.end_of_stream(*skipped_packets),
+                Err(SymphoniaError::ResetRequired) => {
+                    self.link_pending = true;
+                    if let Some(range) = self.flush_converter(samples) {
+                        return Ok(Some(range));
+                    }
+                    continue;
+                }
                 Err(error) => {
                     return Err(DecodeError::Corrupt { detail: format!("decoder failed: {error}") });
                 }
@@ -645,13 +776,27 @@ impl SymphoniaStream {
                     detail: format!("decoder produced {channels} channels at {rate} Hz"),
                 });
             }
-            match self.expected_spec {
-                None => self.expected_spec = Some((rate, channels)),
-                Some(expected) if expected != (rate, channels) => {
-                    // Specification changed mid-stream: stop here (module documentation).
-                    return Ok(None);
+            let expected = *self.expected_spec.get_or_insert((rate, channels));
+            if expected == (rate, channels) {
+                if let Some(mut converter) = self.converter.take() {
+                    // Back to the output specification: hand out the converter's tail first.
+                    let tail_start = samples.len();
+                    converter.finish(samples);
+                    let tail: Vec<f32> = samples.drain(tail_start..).collect();
+                    if !tail.is_empty() {
+                        self.pending_tail = Some(tail);
+                    }
                 }
-                Some(_) => {}
+            } else if self.converter.as_ref().is_none_or(|converter| converter.from != (rate, channels)) {
+                // The specification changed (a chained link, or mid-stream): convert to the first.
+                let mut tail = Vec::new();
+                if let Some(mut previous) = self.converter.take() {
+                    previous.finish(&mut tail);
+                }
+                if !tail.is_empty() {
+                    self.pending_tail = Some(tail);
+                }
+                self.converter = Some(SpecConverter::new((rate, channels), expected)?);
             }
             self.decoded_any = true;
 
@@ -669,12 +814,67 @@ impl SymphoniaStream {
                 *left -= keep;
                 end = start + keep;
             }
+            let channel_count = usize::from(channels);
+            let range = start as usize * channel_count..end as usize * channel_count;
+            if let Some(converter) = self.converter.as_mut() {
+                self.converted.clear();
+                if let Some(tail) = self.pending_tail.take() {
+                    self.converted.extend_from_slice(&tail);
+                }
+                converter.convert(&samples[range], &mut self.converted);
+                if self.converted.is_empty() {
+                    continue;
+                }
+                samples.clear();
+                samples.extend_from_slice(&self.converted);
+                return Ok(Some(0..samples.len()));
+            }
+            if let Some(tail) = self.pending_tail.take() {
+                let mut joined = tail;
+                joined.extend_from_slice(&samples[range]);
+                samples.clear();
+                samples.extend_from_slice(&joined);
+                return Ok(Some(0..samples.len()));
+            }
             if end == start {
                 continue;
             }
-            let channel_count = usize::from(channels);
-            return Ok(Some(start as usize * channel_count..end as usize * channel_count));
+            return Ok(Some(range));
         }
+    }
+
+    /// Hands out what a converter still holds (its resamplers' tails), if anything.
+    fn flush_converter(&mut self, samples: &mut Vec<f32>) -> Option<std::ops::Range<usize>> {
+        samples.clear();
+        if let Some(tail) = self.pending_tail.take() {
+            samples.extend_from_slice(&tail);
+        }
+        if let Some(mut converter) = self.converter.take() {
+            converter.finish(samples);
+        }
+        (!samples.is_empty()).then_some(0..samples.len())
+    }
+
+    /// Opens the audio track of the next chained link with a new decoder; `false` when it has
+    /// none that can be decoded (the stream then ends with what came before).
+    fn open_next_link(&mut self) -> bool {
+        let registry = codec_registry();
+        let Ok((track, params)) = select_audio_track(self.format.as_ref(), registry) else {
+            return false;
+        };
+        let made = guard_panic("creating the decoder", || {
+            registry.make_audio_decoder(&params, &AudioDecoderOptions::default().gapless(true))
+        });
+        let Ok(Ok(decoder)) = made else {
+            return false;
+        };
+        self.decoder = decoder;
+        self.track_id = track.id;
+        self.apply_packet_trims = !is_self_trimming(params.codec);
+        self.trust_end_trim = true;
+        self.skip_frames = 0;
+        self.frames_left = None;
+        true
     }
 
     /// The stream ended: an error only if packets existed and not one of them decoded.
