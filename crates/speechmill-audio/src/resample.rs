@@ -32,7 +32,7 @@ const TARGET_BLOCK_IN: usize = 1024;
 /// output sample `k` lines up with input time `k / out_rate`.
 ///
 /// Non-finite input samples are replaced by zero: one NaN would otherwise smear over a whole FFT
-/// block of output. After [`MonoResampler::finish`] the resampler is reset and can take a new
+/// block of output. Finite samples beyond 120 dB above full scale are clamped to it. After [`MonoResampler::finish`] the resampler is reset and can take a new
 /// stream at the same rates.
 pub struct MonoResampler {
     in_rate: u32,
@@ -192,8 +192,16 @@ fn expected_output_len(n_in: u64, in_rate: u32, out_rate: u32) -> u64 {
     (numerator / (2 * in_rate as u128)) as u64
 }
 
+/// Largest magnitude handed to the FFT resampler: 120 dB above full scale.
+///
+/// Float files can hold any finite value; a block of samples near `f32::MAX` overflows the FFT
+/// to infinity, and rubato's inverse transform then panics ("imaginary part of first value was
+/// non-zero"; fuzzing found it). Nothing that loud is audio, and normalisation brings whatever
+/// is left into range.
+const MAX_MAGNITUDE: f32 = 1.0e6;
+
 fn finite_or_zero(sample: f32) -> f32 {
-    if sample.is_finite() { sample } else { 0.0 }
+    if sample.is_finite() { sample.clamp(-MAX_MAGNITUDE, MAX_MAGNITUDE) } else { 0.0 }
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {
@@ -205,6 +213,18 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+    /// Fuzzing regression: a float WAV whose samples are near `f32::MAX` made rubato panic.
+    #[test]
+    fn float_samples_far_above_full_scale_do_not_break_the_resampler() {
+        let mut resampler = MonoResampler::new(1000, 16_000).unwrap();
+        let input: Vec<f32> = (0..400).map(|n| if n % 3 == 0 { 3.0e38 } else { -2.5e38 }).collect();
+        let mut out = Vec::new();
+        resampler.process(&input, &mut out);
+        resampler.finish(&mut out);
+        assert_eq!(out.len(), 6400);
+        assert!(out.iter().all(|sample| sample.is_finite()));
+    }
+
     use super::*;
     use std::f64::consts::PI;
 

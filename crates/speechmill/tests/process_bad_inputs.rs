@@ -139,6 +139,22 @@ fn many_channel_wav(path: &Path, channels: u16) {
     writer.finalize().unwrap();
 }
 
+/// A float WAV of 1 s at `rate` Hz: a 97 Hz sine whose peak is `peak`.
+fn float_wav(path: &Path, rate: u32, peak: f32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).unwrap();
+    for n in 0..rate {
+        let phase = 2.0 * std::f32::consts::PI * 97.0 * n as f32 / rate as f32;
+        writer.write_sample(peak * phase.sin()).unwrap();
+    }
+    writer.finalize().unwrap();
+}
+
 /// Real recordings truncated at these fractions of their length (and one byte in).
 const TRUNCATION_POINTS: &[f64] = &[0.0, 0.013, 0.1, 0.37, 0.5, 0.77, 0.999];
 const TRUNCATED_SOURCES: &[&str] = &[
@@ -166,6 +182,12 @@ fn corpus_run() -> &'static CorpusRun {
         for entry in std::fs::read_dir(repo().join("testdata/bad-inputs/files")).unwrap() {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), inputs.join(entry.file_name())).unwrap();
+        }
+        for entry in std::fs::read_dir(repo().join("testdata/fuzz-regressions")).unwrap() {
+            let entry = entry.unwrap();
+            if entry.path().extension().is_some_and(|extension| extension != "md") {
+                std::fs::copy(entry.path(), inputs.join(entry.file_name())).unwrap();
+            }
         }
         let baseline = std::fs::read(repo().join("testdata/bad-inputs/files/wav_pcm16_16k_mono_baseline.wav")).unwrap();
         // W52: a name that is not UTF-8 (Latin-1 e-acute).
@@ -198,6 +220,7 @@ fn corpus_run() -> &'static CorpusRun {
             .unwrap();
         std::fs::write(inputs.join("multiplexed_vorbis_and_opus.ogg"), multiplex_ogg(&vorbis_16k, &opus)).unwrap();
         many_channel_wav(&inputs.join("sixteen_channels.wav"), 16);
+        float_wav(&inputs.join("float_near_f32_max.wav"), 1000, 1.0e38);
         for source in TRUNCATED_SOURCES {
             let bytes = std::fs::read(real(source)).unwrap();
             for &point in TRUNCATION_POINTS {
@@ -595,4 +618,18 @@ fn truncation_at_any_byte_keeps_what_was_decoded_or_names_the_problem() {
             }
         }
     }
+}
+
+#[test]
+fn float_samples_far_above_full_scale_are_decoded_flagged_and_brought_into_range() {
+    // Found by fuzzing (testdata/fuzz-regressions): samples near f32::MAX broke the resampler.
+    // That file also holds NaN, so by default it is rejected for those, at validation.
+    let found = assert_rejected_with("float_wav_samples_near_f32_max.wav", &["non_finite_samples"]);
+    assert_eq!(found["stage"], "validate");
+    // The same kind without NaN: a 1 kHz-rate float sine with a peak of 1e38.
+    let row = corpus_run().accepted("float_near_f32_max.wav");
+    assert!(f64_of(row, "over_full_scale_samples").unwrap() > 0.0, "{row:?}");
+    assert!(row["warnings"].to_string().contains("above full scale"), "{row:?}");
+    let peak = f64_of(row, "output_peak_dbfs").unwrap();
+    assert!(peak <= -1.0 + 1e-6, "normalised under the peak limit: {peak}");
 }
