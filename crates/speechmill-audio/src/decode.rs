@@ -15,7 +15,10 @@
 //!
 //! Lenient WAV: a RIFF size that disagrees with the chunks (placeholders, off-by-8 writers) and
 //! RF64/BW64 headers are read as a RIFF of unknown size, to the end of the data, as ffmpeg and
-//! libsndfile do; an ADPCM WAV is cut to its `fact` chunk's length.
+//! libsndfile do; an ADPCM WAV is cut to its `fact` chunk's length. A `data` size of 0 followed
+//! by audio (an unfinished recording) is read to the end of the file, and PCM narrower than its
+//! containers (12 bits in 16) is read as the container; both are reported in
+//! [`SourceInfo::warnings`], as is a data size larger than the file.
 //!
 //! Chained streams and mid-stream changes: every link of a chained Ogg stream is decoded and
 //! joined (a new track and decoder per link). The first decoded block fixes the output
@@ -207,6 +210,9 @@ pub struct SourceInfo {
     pub channels: u16,
     /// Bits per coded sample where the format has one.
     pub bits_per_sample: Option<u32>,
+    /// Header problems that were worked around (a data size of 0, samples narrower than their
+    /// containers); empty for a well-formed file.
+    pub warnings: Vec<String>,
 }
 
 /// Why a source could not be decoded. Every variant is a property of the input (permanent).
@@ -286,6 +292,7 @@ impl StreamDecoder {
             return Err(DecodeError::Empty);
         }
         let shared = SharedSource::new(source);
+        let header_warnings = shared.with_state(SourceState::patch_wav_header);
         let mut probe_result = probe(&shared)?;
         let mut rf64_frames = None;
         if probe_result.is_err() {
@@ -328,7 +335,9 @@ impl StreamDecoder {
         match probe_result {
             Ok(format) => {
                 shared.with_state(SourceState::stop_recording);
-                Self::open_container(format, &shared, rf64_frames)
+                let mut decoder = Self::open_container(format, &shared, rf64_frames)?;
+                decoder.info.warnings = header_warnings;
+                Ok(decoder)
             }
             Err(ProbeFailure::NotRecognised { detail }) => Self::open_unrecognised(shared, raw, detail),
             Err(ProbeFailure::Rejected(error)) => {
@@ -380,6 +389,7 @@ impl StreamDecoder {
         };
         let mut state = shared.into_state()?;
         state.present_as_streamed_riff = false;
+        state.patches.clear();
         state.recording = false;
         state.rewind()?;
         let info = SourceInfo {
@@ -388,6 +398,7 @@ impl StreamDecoder {
             sample_rate: raw_format.sample_rate,
             channels: raw_format.channels,
             bits_per_sample: Some(8 * raw_format.encoding.bytes_per_sample() as u32),
+            warnings: Vec::new(),
         };
         let mut decoder = StreamDecoder {
             info,
@@ -449,6 +460,7 @@ impl StreamDecoder {
             sample_rate: declared_rate,
             channels: u16::try_from(declared_channels).unwrap_or(0),
             bits_per_sample: params.bits_per_coded_sample.or(params.bits_per_sample),
+            warnings: Vec::new(),
         };
 
         let edit = if container == "mp4" && declared_rate > 0 {
@@ -1135,6 +1147,7 @@ impl SharedSource {
             total_bytes_read: 0,
             position: 0,
             present_as_streamed_riff: false,
+            patches: Vec::new(),
         })))
     }
 
@@ -1199,6 +1212,8 @@ struct SourceState {
     position: u64,
     /// Present the first 8 bytes as `RIFF` with size 0xFFFFFFFF ("unknown").
     present_as_streamed_riff: bool,
+    /// Further bytes presented in place of the file's (offset, bytes): lenient WAV headers.
+    patches: Vec<(u64, Vec<u8>)>,
 }
 
 impl SourceState {
@@ -1247,6 +1262,82 @@ impl SourceState {
         }
     }
 
+    /// Looks through a seekable RIFF WAVE file's chunk headers for two header lies that readers
+    /// trip over, and presents corrected bytes in their place; returns what was corrected.
+    ///
+    /// - A `data` size of 0 with bytes after it: a recorder that never finished its header
+    ///   (libsndfile returns zero samples for these). The data is read to the end of the file, as
+    ///   for a streamed WAV.
+    /// - PCM whose bits per sample are not a whole number of bytes (12 bits in 16-bit containers):
+    ///   the samples are left-justified in their containers, so they are read as the container.
+    ///
+    /// Reads only chunk headers and the `fmt ` body, at most 256 chunks; never allocates from a
+    /// declared size. Leaves the source at its start.
+    fn patch_wav_header(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let Some(byte_len) = self.byte_len.filter(|_| self.seekable) else {
+            return warnings;
+        };
+        if self.riff_kind() != RiffKind::Wave {
+            return warnings;
+        }
+        let mut position = 12u64;
+        for _ in 0..256 {
+            if position + 8 > byte_len || self.inner.seek(SeekFrom::Start(position)).is_err() {
+                break;
+            }
+            let mut header = [0u8; 8];
+            if self.inner.read_exact(&mut header).is_err() {
+                break;
+            }
+            let size = u64::from(u32::from_le_bytes([header[4], header[5], header[6], header[7]]));
+            match &header[..4] {
+                b"fmt " if size >= 16 => {
+                    let mut fmt = [0u8; 16];
+                    if self.inner.read_exact(&mut fmt).is_err() {
+                        break;
+                    }
+                    let tag = u16::from_le_bytes([fmt[0], fmt[1]]);
+                    let channels = u16::from_le_bytes([fmt[2], fmt[3]]);
+                    let block_align = u16::from_le_bytes([fmt[12], fmt[13]]);
+                    let bits = u16::from_le_bytes([fmt[14], fmt[15]]);
+                    let container_bits =
+                        u32::from(block_align).checked_div(u32::from(channels)).map_or(0, |bytes| bytes * 8);
+                    let bits = u32::from(bits);
+                    if tag == 1 && bits % 8 != 0 && bits < container_bits && [16, 24, 32].contains(&container_bits) {
+                        self.patches.push((position + 8 + 14, (container_bits as u16).to_le_bytes().to_vec()));
+                        warnings.push(format!(
+                            "{bits}-bit samples in {container_bits}-bit containers were read as {container_bits}-bit"
+                        ));
+                    }
+                }
+                b"data" => {
+                    if size > byte_len.saturating_sub(position + 8) + 1 {
+                        warnings.push(format!(
+                            "the wav header declares {size} bytes of audio but the file holds {}; \
+                             read what is there",
+                            byte_len.saturating_sub(position + 8)
+                        ));
+                    }
+                    if size == 0 && position + 8 < byte_len {
+                        self.patches.push((position + 4, vec![0xFF; 4]));
+                        self.present_as_streamed_riff = true;
+                        warnings.push(
+                            "the wav header declares 0 bytes of audio (an unfinished recording?); \
+                             the data was read to the end of the file"
+                                .to_string(),
+                        );
+                    }
+                    break;
+                }
+                _ => {}
+            }
+            position += 8 + size + (size & 1);
+        }
+        let _ = self.rewind();
+        warnings
+    }
+
     /// Reads without the RIFF size rewrite.
     fn read_unpatched(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let (Some(position), Some(recorded)) = (self.replay_from, self.recorded.as_ref()) {
@@ -1288,6 +1379,15 @@ impl Read for SourceState {
             for (offset, byte) in buf[..count].iter_mut().enumerate() {
                 if let Some(&patched) = STREAMED_RIFF_HEADER.get((start + offset as u64) as usize) {
                     *byte = patched;
+                }
+            }
+        }
+        let end = start + count as u64;
+        for (at, bytes) in &self.patches {
+            for (index, &patched) in bytes.iter().enumerate() {
+                let offset = at + index as u64;
+                if (start..end).contains(&offset) {
+                    buf[(offset - start) as usize] = patched;
                 }
             }
         }

@@ -272,6 +272,7 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     measurements.source_sample_rate = Some(info.sample_rate);
     measurements.source_channels = Some(info.channels);
     measurements.source_bits_per_sample = info.bits_per_sample;
+    measurements.warnings.extend(info.warnings.iter().cloned());
 
     let channels = usize::from(info.channels);
     let out_rate = settings.sample_rate_hz;

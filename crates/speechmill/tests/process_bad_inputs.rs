@@ -208,6 +208,26 @@ fn corpus_run() -> &'static CorpusRun {
         )
         .unwrap();
         std::fs::write(inputs.join("header_only.wav"), &baseline[..44]).unwrap();
+        // Header fields of the baseline (canonical 44-byte header) set to lies.
+        let patched = |edits: &[(usize, &[u8])]| {
+            let mut bytes = baseline.clone();
+            for (at, value) in edits {
+                bytes[*at..*at + value.len()].copy_from_slice(value);
+            }
+            bytes
+        };
+        for (name, edits) in [
+            ("data_size_0.wav", vec![(40, &[0u8, 0, 0, 0][..])]),
+            ("riff_and_data_sizes_0.wav", vec![(4, &[0u8, 0, 0, 0][..]), (40, &[0, 0, 0, 0][..])]),
+            ("riff_size_0.wav", vec![(4, &[0u8, 0, 0, 0][..])]),
+            ("twelve_bits_in_16.wav", vec![(34, &[12u8, 0][..])]),
+            ("channels_0.wav", vec![(22, &[0u8, 0][..])]),
+            ("bits_per_sample_0.wav", vec![(34, &[0u8, 0][..])]),
+            ("fmt_size_past_the_end.wav", vec![(16, &[0xF0u8, 0xFF, 0xFF, 0xFF][..])]),
+        ] {
+            std::fs::write(inputs.join(name), patched(&edits)).unwrap();
+        }
+        std::fs::write(inputs.join("trailing_bytes.wav"), [baseline.clone(), vec![1u8; 1001]].concat()).unwrap();
         let vorbis_16k = std::fs::read(real("derived/librivox0870.ogg")).unwrap();
         let vorbis_48k = std::fs::read(real("sound-theme-freedesktop/audio-channel-front-center.oga")).unwrap();
         let opus = std::fs::read(real("derived/librivox0870.opus")).unwrap();
@@ -632,4 +652,49 @@ fn float_samples_far_above_full_scale_are_decoded_flagged_and_brought_into_range
     assert!(row["warnings"].to_string().contains("above full scale"), "{row:?}");
     let peak = f64_of(row, "output_peak_dbfs").unwrap();
     assert!(peak <= -1.0 + 1e-6, "normalised under the peak limit: {peak}");
+}
+
+#[test]
+fn zero_sizes_in_the_header_read_the_data_to_the_end_of_the_file() {
+    // Recorders that never finished their header (libsndfile reads these as zero samples).
+    for name in ["data_size_0.wav", "riff_and_data_sizes_0.wav"] {
+        let row = corpus_run().accepted(name);
+        assert!(duration_close(f64_of(row, "duration_s").unwrap(), 1.0), "{name}: {row:?}");
+        assert!((f64_of(row, "peak_dbfs").unwrap() - HALF_SCALE_DBFS).abs() < 0.1);
+        assert!(row["warnings"].to_string().contains("declares 0 bytes"), "{name}: flagged: {row:?}");
+    }
+    let row = corpus_run().accepted("riff_size_0.wav");
+    assert!(duration_close(f64_of(row, "duration_s").unwrap(), 1.0), "{row:?}");
+}
+
+#[test]
+fn sizes_larger_than_the_file_are_flagged_and_read_to_what_is_there() {
+    let row = assert_decodes_as_expected("W16", Some(HALF_SCALE_DBFS));
+    assert!(row["warnings"].to_string().contains("declares"), "the placeholder is reported: {row:?}");
+}
+
+#[test]
+fn samples_narrower_than_their_containers_are_read_as_the_container() {
+    let row = corpus_run().accepted("twelve_bits_in_16.wav");
+    assert!(duration_close(f64_of(row, "duration_s").unwrap(), 1.0));
+    assert!((f64_of(row, "peak_dbfs").unwrap() - HALF_SCALE_DBFS).abs() < 0.1, "left-justified: {row:?}");
+    assert!(row["warnings"].to_string().contains("12-bit samples"), "{row:?}");
+}
+
+#[test]
+fn impossible_formats_are_rejected_as_invalid_headers() {
+    for name in ["channels_0.wav", "bits_per_sample_0.wav"] {
+        assert_rejected_with(name, &["invalid_header"]);
+    }
+}
+
+#[test]
+fn chunk_sizes_past_the_end_of_the_file_are_rejected_not_allocated() {
+    assert_rejected_with("fmt_size_past_the_end.wav", &["invalid_header"]);
+}
+
+#[test]
+fn trailing_bytes_after_the_data_chunk_are_ignored() {
+    let row = corpus_run().accepted("trailing_bytes.wav");
+    assert!(duration_close(f64_of(row, "duration_s").unwrap(), 1.0));
 }
