@@ -20,6 +20,10 @@
 //! containers (12 bits in 16) is read as the container; both are reported in
 //! [`SourceInfo::warnings`], as is a data size larger than the file.
 //!
+//! Tags: an ID3v2 tag at the start that declares more bytes than the file holds is skipped as if
+//! empty; ID3v1 and APEv2 tags at the end are hidden from the container readers (the FLAC reader
+//! otherwise drops its last frame).
+//!
 //! Chained streams and mid-stream changes: every link of a chained Ogg stream is decoded and
 //! joined (a new track and decoder per link). The first decoded block fixes the output
 //! specification; a link (or a stretch of a stream) with another sample rate or channel count is
@@ -292,7 +296,8 @@ impl StreamDecoder {
             return Err(DecodeError::Empty);
         }
         let shared = SharedSource::new(source);
-        let header_warnings = shared.with_state(SourceState::patch_wav_header);
+        let mut header_warnings = shared.with_state(SourceState::hide_tags);
+        header_warnings.extend(shared.with_state(SourceState::patch_wav_header));
         let mut probe_result = probe(&shared)?;
         let mut rf64_frames = None;
         if probe_result.is_err() {
@@ -390,6 +395,7 @@ impl StreamDecoder {
         let mut state = shared.into_state()?;
         state.present_as_streamed_riff = false;
         state.patches.clear();
+        state.end = None;
         state.recording = false;
         state.rewind()?;
         let info = SourceInfo {
@@ -1148,6 +1154,7 @@ impl SharedSource {
             position: 0,
             present_as_streamed_riff: false,
             patches: Vec::new(),
+            end: None,
         })))
     }
 
@@ -1179,6 +1186,11 @@ impl Read for SharedSource {
 impl Seek for SharedSource {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
         self.with_state(|state| {
+            // Seeks from the end count from the logical end (before trailing tags).
+            let pos = match (pos, state.end) {
+                (SeekFrom::End(offset), Some(end)) => SeekFrom::Start(end.saturating_add_signed(offset)),
+                (pos, _) => pos,
+            };
             let position = state.inner.seek(pos)?;
             state.position = position;
             Ok(position)
@@ -1192,7 +1204,7 @@ impl MediaSource for SharedSource {
     }
 
     fn byte_len(&self) -> Option<u64> {
-        self.with_state(|state| state.byte_len)
+        self.with_state(|state| state.end.or(state.byte_len))
     }
 }
 
@@ -1212,8 +1224,10 @@ struct SourceState {
     position: u64,
     /// Present the first 8 bytes as `RIFF` with size 0xFFFFFFFF ("unknown").
     present_as_streamed_riff: bool,
-    /// Further bytes presented in place of the file's (offset, bytes): lenient WAV headers.
+    /// Further bytes presented in place of the file's (offset, bytes): lenient headers.
     patches: Vec<(u64, Vec<u8>)>,
+    /// Where the audio data ends, when trailing tags follow it (ID3v1, APEv2).
+    end: Option<u64>,
 }
 
 impl SourceState {
@@ -1338,6 +1352,50 @@ impl SourceState {
         warnings
     }
 
+    /// Finds tags that lie about their size or sit after the audio, and hides them from the
+    /// container readers; returns what was done. Seekable sources only; leaves the source at
+    /// its start.
+    ///
+    /// - An ID3v2 tag at the start whose declared size runs past the end of the file: its size
+    ///   is presented as 0, so the reader looks for audio right after the tag header.
+    /// - ID3v1 (`TAG`, 128 bytes) and APEv2 (`APETAGEX` footer) tags at the end: the audio is
+    ///   presented as ending before them (FLAC's reader otherwise loses its last frame).
+    fn hide_tags(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let Some(byte_len) = self.byte_len.filter(|_| self.seekable) else {
+            return warnings;
+        };
+        let read_at = |state: &mut Self, at: u64, buf: &mut [u8]| -> bool {
+            state.inner.seek(SeekFrom::Start(at)).is_ok() && state.inner.read_exact(buf).is_ok()
+        };
+        let mut id3 = [0u8; 10];
+        if byte_len >= 10 && read_at(self, 0, &mut id3) && &id3[..3] == b"ID3" {
+            let size = id3[6..10].iter().fold(0u64, |size, &byte| (size << 7) | u64::from(byte & 0x7F));
+            let footer = if id3[5] & 0x10 != 0 { 10 } else { 0 };
+            if 10 + size + footer > byte_len {
+                self.patches.push((6, vec![0; 4]));
+                warnings.push(format!("the ID3v2 tag declares {size} bytes, more than the file holds; it was skipped"));
+            }
+        }
+        let mut end = byte_len;
+        let mut tail = [0u8; 3];
+        if end >= 128 && read_at(self, end - 128, &mut tail) && &tail == b"TAG" {
+            end -= 128;
+        }
+        let mut ape = [0u8; 32];
+        if end >= 32 && read_at(self, end - 32, &mut ape) && &ape[..8] == b"APETAGEX" {
+            let size = u64::from(u32::from_le_bytes([ape[12], ape[13], ape[14], ape[15]]));
+            let flags = u32::from_le_bytes([ape[20], ape[21], ape[22], ape[23]]);
+            let header = if flags & 0x8000_0000 != 0 { 32 } else { 0 };
+            end = end.saturating_sub(size + header);
+        }
+        if end < byte_len {
+            self.end = Some(end);
+        }
+        let _ = self.rewind();
+        warnings
+    }
+
     /// Reads without the RIFF size rewrite.
     fn read_unpatched(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let (Some(position), Some(recorded)) = (self.replay_from, self.recorded.as_ref()) {
@@ -1372,6 +1430,14 @@ impl SourceState {
 impl Read for SourceState {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let start = self.position;
+        let buf = match self.end {
+            Some(end) if start >= end => return Ok(0),
+            Some(end) => {
+                let room = (end - start).min(buf.len() as u64) as usize;
+                &mut buf[..room]
+            }
+            None => buf,
+        };
         let count = self.read_unpatched(buf)?;
         self.position = start + count as u64;
         if self.present_as_streamed_riff && start < 8 {

@@ -155,6 +155,28 @@ fn float_wav(path: &Path, rate: u32, peak: f32) {
     writer.finalize().unwrap();
 }
 
+/// An ID3v2.3 tag of `size` bytes of padding.
+fn id3v2(size: usize) -> Vec<u8> {
+    let syncsafe = [(size >> 21) & 0x7F, (size >> 14) & 0x7F, (size >> 7) & 0x7F, size & 0x7F].map(|b| b as u8);
+    [b"ID3\x03\x00\x00".to_vec(), syncsafe.to_vec(), vec![0u8; size]].concat()
+}
+
+/// An APEv2 tag with one item and a footer but no header.
+fn apev2_footer_only() -> Vec<u8> {
+    let item = [5u32.to_le_bytes().to_vec(), 0u32.to_le_bytes().to_vec(), b"Title\0hello".to_vec()].concat();
+    let size = (item.len() + 32) as u32;
+    let footer = [
+        b"APETAGEX".to_vec(),
+        2000u32.to_le_bytes().to_vec(),
+        size.to_le_bytes().to_vec(),
+        1u32.to_le_bytes().to_vec(),
+        0u32.to_le_bytes().to_vec(),
+        vec![0u8; 8],
+    ]
+    .concat();
+    [item, footer].concat()
+}
+
 /// Real recordings truncated at these fractions of their length (and one byte in).
 const TRUNCATION_POINTS: &[f64] = &[0.0, 0.013, 0.1, 0.37, 0.5, 0.77, 0.999];
 const TRUNCATED_SOURCES: &[&str] = &[
@@ -226,6 +248,23 @@ fn corpus_run() -> &'static CorpusRun {
             ("fmt_size_past_the_end.wav", vec![(16, &[0xF0u8, 0xFF, 0xFF, 0xFF][..])]),
         ] {
             std::fs::write(inputs.join(name), patched(&edits)).unwrap();
+        }
+        // Tags in odd places, with odd sizes.
+        let mp3 = std::fs::read(real("derived/librivox0870_16k_vbr_lame.mp3")).unwrap();
+        let flac = std::fs::read(repo().join("testdata/bad-inputs/files/flac_baseline_16k.flac")).unwrap();
+        let id3v1 = [b"TAG".to_vec(), vec![b'x'; 125]].concat();
+        let half = mp3.len() / 2;
+        for (name, bytes) in [
+            ("mp3_id3v2_appended_at_the_end.mp3", [mp3.clone(), id3v2(2000)].concat()),
+            ("mp3_id3v2_between_frames.mp3", [mp3[..half].to_vec(), id3v2(3000), mp3[half..].to_vec()].concat()),
+            ("mp3_two_id3v2_tags.mp3", [id3v2(500), id3v2(700), mp3.clone()].concat()),
+            ("mp3_junk_before_the_first_frame.mp3", [vec![0u8; 1500], mp3.clone()].concat()),
+            ("mp3_id3v2_size_past_the_end.mp3", [b"ID3\x03\x00\x00\x04\x62\x2d\x00".to_vec(), mp3.clone()].concat()),
+            ("flac_id3v1_trailer.flac", [flac.clone(), id3v1.clone()].concat()),
+            ("flac_apev2_and_id3v1_trailers.flac", [flac.clone(), apev2_footer_only(), id3v1.clone()].concat()),
+            ("flac_two_id3v2_prefixes.flac", [id3v2(300), id3v2(300), flac.clone()].concat()),
+        ] {
+            std::fs::write(inputs.join(name), bytes).unwrap();
         }
         std::fs::write(inputs.join("trailing_bytes.wav"), [baseline.clone(), vec![1u8; 1001]].concat()).unwrap();
         let vorbis_16k = std::fs::read(real("derived/librivox0870.ogg")).unwrap();
@@ -697,4 +736,32 @@ fn chunk_sizes_past_the_end_of_the_file_are_rejected_not_allocated() {
 fn trailing_bytes_after_the_data_chunk_are_ignored() {
     let row = corpus_run().accepted("trailing_bytes.wav");
     assert!(duration_close(f64_of(row, "duration_s").unwrap(), 1.0));
+}
+
+#[test]
+fn mp3_tags_anywhere_and_of_any_size_do_not_change_the_audio() {
+    for name in [
+        "mp3_id3v2_appended_at_the_end.mp3",
+        "mp3_id3v2_between_frames.mp3",
+        "mp3_two_id3v2_tags.mp3",
+        "mp3_junk_before_the_first_frame.mp3",
+        "mp3_id3v2_size_past_the_end.mp3",
+    ] {
+        let row = corpus_run().accepted(name);
+        assert_eq!(f64_of(row, "source_sample_rate"), Some(16_000.0), "{name}");
+        let duration = f64_of(row, "duration_s").unwrap();
+        assert!(duration_close(duration, 7.1), "{name}: {duration} s");
+    }
+    let lying = corpus_run().accepted("mp3_id3v2_size_past_the_end.mp3");
+    assert!(lying["warnings"].to_string().contains("ID3v2 tag declares"), "{lying:?}");
+}
+
+#[test]
+fn flac_with_tags_before_or_after_keeps_every_frame() {
+    for name in ["flac_id3v1_trailer.flac", "flac_apev2_and_id3v1_trailers.flac", "flac_two_id3v2_prefixes.flac"] {
+        let row = corpus_run().accepted(name);
+        assert_eq!(row["source_container"], "flac", "{name}");
+        let duration = f64_of(row, "duration_s").unwrap();
+        assert!((duration - 1.0).abs() < 1e-9, "{name}: {duration} s, every frame kept");
+    }
 }
