@@ -19,6 +19,8 @@ if [ "${#targets[@]}" -eq 0 ]; then
 fi
 
 export RUSTC_BOOTSTRAP=1
+# The fuzz workspace keeps its sanitizer-instrumented build in fuzz/target.
+unset CARGO_TARGET_DIR
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
