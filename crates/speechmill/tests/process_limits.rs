@@ -59,3 +59,30 @@ fn a_stuck_clip_is_abandoned_by_the_watchdog_and_the_run_goes_on() {
     assert_eq!(accepted.len(), 1, "the clip after the stuck one was processed on a new clip thread");
     assert!(accepted[0]["source"].as_str().unwrap().ends_with("b_fine.ogg"));
 }
+
+/// Very long files: a clip over `run.memory_limit_seconds` is kept in a scratch file rather than
+/// in memory, with exactly the same results and audio; nothing is left in the scratch folder.
+#[test]
+fn a_clip_over_the_memory_limit_gives_the_same_dataset() {
+    let inputs = [
+        repo().join("testdata/real-speech/derived/librivox0870.flac"),
+        repo().join("testdata/real-speech/derived/librivox0870_first2s_48k_stereo_s24.wav"),
+    ];
+    let inputs: Vec<&std::path::Path> = inputs.iter().map(|path| path.as_path()).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (in_memory, spilled) = (dir.path().join("memory"), dir.path().join("spilled"));
+    assert_exit(&run_with(&[], &inputs, &in_memory), 0);
+    assert_exit(&run_with(&[("SPEECHMILL_RUN__MEMORY_LIMIT_SECONDS", "0.25")], &inputs, &spilled), 0);
+    let rows = |out: &std::path::Path| read_jsonl(&out.join("manifest.jsonl"));
+    assert_eq!(rows(&in_memory), rows(&spilled));
+    for row in rows(&in_memory) {
+        let audio = row["audio_path"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(in_memory.join(audio)).unwrap(),
+            std::fs::read(spilled.join(audio)).unwrap(),
+            "{audio}"
+        );
+    }
+    let scratch = spilled.join(".speechmill/scratch");
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "no scratch file is left behind");
+}
