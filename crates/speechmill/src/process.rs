@@ -75,8 +75,15 @@ pub fn run(args: ProcessArgs) -> u8 {
 struct UsageError(String);
 
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // The decoders' own log lines ("skipped 4 bytes of junk") name no file and are about
+    // recoveries speechmill reports itself; they show only when asked for by target.
+    let directives = if config.log.level.contains("symphonia") {
+        config.log.level.clone()
+    } else {
+        format!("{},symphonia=error", config.log.level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,symphonia=error"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
