@@ -67,6 +67,9 @@ impl MonoResampler {
         if in_rate == 0 || out_rate == 0 {
             return Err(unsupported("sample rates must be positive".to_owned()));
         }
+        if in_rate > crate::decode::MAX_SAMPLE_RATE_HZ || out_rate > crate::decode::MAX_SAMPLE_RATE_HZ {
+            return Err(unsupported(format!("rates above {} Hz are not audio", crate::decode::MAX_SAMPLE_RATE_HZ)));
+        }
         if in_rate == out_rate {
             return Ok(Self { in_rate, out_rate, fft: None });
         }
