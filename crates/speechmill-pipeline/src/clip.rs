@@ -452,7 +452,7 @@ fn analyse_in_segments(store: &mut SampleStore, rate: u32, segment_len: usize) -
         return Ok(analyse_speech(samples, rate));
     }
     let mut combined = SpeechTotals::default();
-    let mut segment: Vec<f32> = Vec::with_capacity(segment_len.min(store.len() as usize));
+    let mut segment: Vec<f32> = Vec::with_capacity(segment_len.min(store.len() as usize) + CHUNK_SAMPLES);
     let mut chunks = store.chunks(CHUNK_SAMPLES)?;
     loop {
         let chunk = chunks.next_chunk()?;

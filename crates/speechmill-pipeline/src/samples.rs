@@ -76,7 +76,14 @@ impl SampleStore {
     pub fn extend(&mut self, samples: &[f32]) -> io::Result<()> {
         self.len += samples.len() as u64;
         if self.spill.is_none() {
-            if self.memory.len() + samples.len() <= self.memory_limit {
+            let needed = self.memory.len() + samples.len();
+            if needed <= self.memory_limit {
+                if needed > self.memory.capacity() {
+                    // Grow by doubling, but never past the limit: a doubled buffer would hold
+                    // up to twice the limit just before spilling.
+                    let target = needed.max(self.memory.capacity() * 2).min(self.memory_limit);
+                    self.memory.reserve_exact(target - self.memory.len());
+                }
                 self.memory.extend_from_slice(samples);
                 return Ok(());
             }
@@ -205,6 +212,7 @@ mod tests {
         assert!(!store.is_spilled());
         assert_eq!(store.len(), 100);
         assert_eq!(store.in_memory().unwrap().len(), 100);
+        assert!(store.memory.capacity() <= 100, "never allocates past the limit");
         let all = read_all(&mut store, 30);
         assert_eq!(all.len(), 100);
         assert_eq!(all[60..], ramp(40)[..]);
