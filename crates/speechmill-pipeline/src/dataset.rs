@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -109,6 +109,71 @@ pub fn write_parquet_shards(
     options: &ParquetOptions,
 ) -> Result<Vec<PathBuf>, DatasetError> {
     let columns = infer_columns(rows)?;
+    let mut source = rows.iter().enumerate().map(|(index, row)| {
+        audio(index).map(|bytes| (row.clone(), bytes)).map_err(|source| io_error(&row_audio_path(rows, index), source))
+    });
+    write_shards(out_dir, columns, &mut source, options)
+}
+
+/// Writes the rows of a JSON-lines manifest (`manifest.jsonl`) as Parquet shards, like
+/// [`write_parquet_shards`], reading the file twice (once for the columns, once for the rows)
+/// and each row's audio from its `audio_path` under `out_dir`, so memory does not grow with the
+/// number of rows: at most one row group (1,000 rows or 64 MiB of audio) is held.
+///
+/// # Errors
+///
+/// As [`write_parquet_shards`], plus [`DatasetError::Io`] when the manifest cannot be read or
+/// a line is not a JSON object.
+pub fn write_parquet_shards_from_jsonl(
+    out_dir: &Path,
+    manifest: &Path,
+    options: &ParquetOptions,
+) -> Result<Vec<PathBuf>, DatasetError> {
+    let mut inference = ColumnInference::default();
+    for (index, row) in read_jsonl_rows(manifest)?.enumerate() {
+        inference.add(index, &row?)?;
+    }
+    let columns = inference.finish();
+    let mut source = read_jsonl_rows(manifest)?.map(|row| {
+        let row = row?;
+        let relative = row.get(AUDIO_PATH_KEY).and_then(Value::as_str).unwrap_or_default();
+        let path = out_dir.join(relative);
+        let bytes = fs::read(&path).map_err(|source| io_error(&path, source))?;
+        Ok((row, bytes))
+    });
+    write_shards(out_dir, columns, &mut source, options)
+}
+
+/// The rows of a JSON-lines file, one object per line, read lazily.
+fn read_jsonl_rows(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<Map<String, Value>, DatasetError>> + use<>, DatasetError> {
+    let file = File::open(path).map_err(|source| io_error(path, source))?;
+    let path = path.to_path_buf();
+    Ok(BufReader::new(file).lines().filter(|line| !matches!(line, Ok(text) if text.trim().is_empty())).map(
+        move |line| {
+            let line = line.map_err(|source| io_error(&path, source))?;
+            match serde_json::from_str(&line) {
+                Ok(Value::Object(row)) => Ok(row),
+                _ => Err(io_error(
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "a line is not a JSON object"),
+                )),
+            }
+        },
+    ))
+}
+
+/// A row and its encoded audio, in order, for [`write_shards`].
+type RowSource<'a> = dyn Iterator<Item = Result<(Map<String, Value>, Vec<u8>), DatasetError>> + 'a;
+
+/// Writes the shards of one split from rows handed out one at a time.
+fn write_shards(
+    out_dir: &Path,
+    columns: Vec<Column>,
+    rows: &mut RowSource<'_>,
+    options: &ParquetOptions,
+) -> Result<Vec<PathBuf>, DatasetError> {
     let layout = ShardLayout {
         schema: build_schema(&columns)?,
         properties: Arc::new(writer_properties(&columns, options.sampling_rate)),
@@ -119,13 +184,13 @@ pub fn write_parquet_shards(
     fs::create_dir_all(&data_dir).map_err(|source| io_error(&data_dir, source))?;
     remove_matching(&data_dir, |name| is_temporary_shard_name(name, &options.split))?;
 
+    let mut rows = rows.peekable();
     let mut temporary = TemporaryFiles::default();
-    let mut next_row = 0;
     loop {
         let temp_path = data_dir.join(temporary_shard_name(&options.split, temporary.paths.len()));
         temporary.paths.push(temp_path.clone());
-        next_row = layout.write_shard(&temp_path, rows, next_row, audio)?;
-        if next_row >= rows.len() {
+        layout.write_shard(&temp_path, &mut rows)?;
+        if rows.peek().is_none() {
             break;
         }
     }
@@ -204,29 +269,50 @@ struct Column {
 
 /// The JSON columns in order of first appearance, with their kinds.
 fn infer_columns(rows: &[Map<String, Value>]) -> Result<Vec<Column>, DatasetError> {
-    let mut names: Vec<&str> = Vec::new();
-    let mut kinds: Vec<Option<ColumnKind>> = Vec::new();
-    let mut positions: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for (row_index, row) in rows.iter().enumerate() {
+    let mut inference = ColumnInference::default();
+    for (index, row) in rows.iter().enumerate() {
+        inference.add(index, row)?;
+    }
+    Ok(inference.finish())
+}
+
+/// Column names in order of first appearance and their kinds, gathered row by row.
+#[derive(Default)]
+struct ColumnInference {
+    names: Vec<String>,
+    kinds: Vec<Option<ColumnKind>>,
+    positions: std::collections::HashMap<String, usize>,
+}
+
+impl ColumnInference {
+    fn add(&mut self, row_index: usize, row: &Map<String, Value>) -> Result<(), DatasetError> {
         if row.contains_key(AUDIO_COLUMN) {
             return Err(DatasetError::ReservedKey { row: row_index });
         }
         for (name, value) in row {
-            let position = *positions.entry(name.as_str()).or_insert_with(|| {
-                names.push(name.as_str());
-                kinds.push(None);
-                names.len() - 1
-            });
+            let position = match self.positions.get(name.as_str()) {
+                Some(&position) => position,
+                None => {
+                    self.names.push(name.clone());
+                    self.kinds.push(None);
+                    self.positions.insert(name.clone(), self.names.len() - 1);
+                    self.names.len() - 1
+                }
+            };
             if let Some(kind) = ColumnKind::of(value) {
-                kinds[position] = Some(kinds[position].map_or(kind, |seen| seen.merge(kind)));
+                self.kinds[position] = Some(self.kinds[position].map_or(kind, |seen| seen.merge(kind)));
             }
         }
+        Ok(())
     }
-    Ok(names
-        .into_iter()
-        .zip(kinds)
-        .map(|(name, kind)| Column { name: name.to_owned(), kind: kind.unwrap_or(ColumnKind::String) })
-        .collect())
+
+    fn finish(self) -> Vec<Column> {
+        self.names
+            .into_iter()
+            .zip(self.kinds)
+            .map(|(name, kind)| Column { name, kind: kind.unwrap_or(ColumnKind::String) })
+            .collect()
+    }
 }
 
 fn build_schema(columns: &[Column]) -> Result<TypePtr, DatasetError> {
@@ -301,43 +387,36 @@ struct ShardLayout {
 }
 
 impl ShardLayout {
-    /// Writes rows from `first_row` on into one shard at `path` until its audio reaches
-    /// `max_shard_bytes` or the rows run out; returns the index of the first row not written.
-    fn write_shard(
-        &self,
-        path: &Path,
-        rows: &[Map<String, Value>],
-        first_row: usize,
-        audio: &mut dyn FnMut(usize) -> std::io::Result<Vec<u8>>,
-    ) -> Result<usize, DatasetError> {
+    /// Writes rows from `rows` into one shard at `path` until its audio reaches
+    /// `max_shard_bytes` or the rows run out.
+    fn write_shard(&self, path: &Path, rows: &mut std::iter::Peekable<&mut RowSource<'_>>) -> Result<(), DatasetError> {
         let file = File::create(path).map_err(|source| io_error(path, source))?;
         let mut writer = SerializedFileWriter::new(BufWriter::new(file), self.schema.clone(), self.properties.clone())?;
         let mut shard_audio_bytes: u64 = 0;
-        let mut next_row = first_row;
+        let mut group_rows: Vec<Map<String, Value>> = Vec::new();
         let mut group_audio: Vec<Vec<u8>> = Vec::new();
         let mut group_audio_bytes = 0;
-        let mut group_first_row = first_row;
         // `max(1)`: even with a limit of 0 every shard takes a row, so the caller's loop ends.
-        while next_row < rows.len() && shard_audio_bytes < self.max_shard_bytes.max(1) {
-            let bytes = audio(next_row).map_err(|source| io_error(&row_audio_path(rows, next_row), source))?;
+        while shard_audio_bytes < self.max_shard_bytes.max(1) {
+            let Some(next) = rows.next() else { break };
+            let (row, bytes) = next?;
             shard_audio_bytes += bytes.len() as u64;
             group_audio_bytes += bytes.len();
+            group_rows.push(row);
             group_audio.push(bytes);
-            next_row += 1;
             if group_audio.len() >= ROW_GROUP_MAX_ROWS || group_audio_bytes >= ROW_GROUP_MAX_AUDIO_BYTES {
-                let group_rows = &rows[group_first_row..next_row];
-                write_row_group(&mut writer, group_rows, std::mem::take(&mut group_audio), &self.columns)?;
+                write_row_group(&mut writer, &group_rows, std::mem::take(&mut group_audio), &self.columns)?;
+                group_rows.clear();
                 group_audio_bytes = 0;
-                group_first_row = next_row;
             }
         }
         if !group_audio.is_empty() {
-            write_row_group(&mut writer, &rows[group_first_row..next_row], group_audio, &self.columns)?;
+            write_row_group(&mut writer, &group_rows, group_audio, &self.columns)?;
         }
         let buffered = writer.into_inner()?;
         let file = buffered.into_inner().map_err(|error| io_error(path, error.into_error()))?;
         file.sync_all().map_err(|source| io_error(path, source))?;
-        Ok(next_row)
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! Finishing a run: exact duplicates in input order, then `manifest.jsonl`, `rejected.jsonl`,
 //! the Parquet shards, `report.json` and the dataset card, each written atomically.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::dataset::{DatasetError, ParquetOptions, write_parquet_shards};
+use crate::dataset::{DatasetError, ParquetOptions, write_parquet_shards_from_jsonl};
 use crate::reason::{Reason, Stage};
 
 /// Version of the layout of `manifest.jsonl`, `rejected.jsonl` and the Parquet columns.
@@ -94,37 +94,89 @@ pub struct OutputOptions {
 /// Decides duplicates in input order and writes every output of the run into `out_dir`.
 ///
 /// `records` must be in input order. Writing is idempotent: running it again on the same
-/// records gives the same files.
+/// records gives the same files. See [`RunWriter`] for the streaming form.
 pub fn finish_run(
     out_dir: &Path,
     records: &[ClipRecord],
     options: &OutputOptions,
     facts: &RunFacts,
 ) -> Result<Summary, OutputError> {
-    let mut originals: HashMap<&str, &str> = HashMap::new();
-    let mut accepted_rows: Vec<Map<String, Value>> = Vec::new();
-    let mut rejected_rows: Vec<Map<String, Value>> = Vec::new();
-    let mut summary = Summary { clips: records.len(), ..Summary::default() };
-
+    let mut writer = RunWriter::new(out_dir, options)?;
     for record in records {
-        let validated = record.accepted || record.row.get("stage") == Some(&json!(Stage::Gate));
-        let duplicate_of = match (&record.content_hash, validated) {
+        writer.add(record.clone())?;
+    }
+    writer.finish(facts)
+}
+
+/// Most input folders the dataset card lists.
+const CARD_MAX_FOLDERS: usize = 50;
+
+/// Writes a run's outputs from its records, handed over one at a time in input order, so that
+/// memory does not grow with the number of clips: rows go straight to `manifest.jsonl` and
+/// `rejected.jsonl` (under temporary names until [`RunWriter::finish`]); the Parquet shards are
+/// then written from the manifest file. What is kept per clip is one content hash and id, for
+/// exact-duplicate detection.
+pub struct RunWriter {
+    out_dir: PathBuf,
+    options: OutputOptions,
+    /// Content hash to the id of the first clip with it, in input order.
+    originals: HashMap<String, String>,
+    manifest: AtomicFile,
+    rejected: AtomicFile,
+    summary: Summary,
+    /// Carried-through column names seen in accepted rows, for the dataset card.
+    carried_columns: BTreeSet<String>,
+    /// Folders of the accepted clips' sources (the first few), for the dataset card.
+    source_folders: BTreeSet<String>,
+    /// Whether more folders than listed were seen.
+    more_folders: bool,
+}
+
+impl RunWriter {
+    /// Starts writing the outputs of a run into `out_dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutputError::Io`] when the manifest files cannot be created.
+    pub fn new(out_dir: &Path, options: &OutputOptions) -> Result<Self, OutputError> {
+        Ok(Self {
+            out_dir: out_dir.to_path_buf(),
+            options: options.clone(),
+            originals: HashMap::new(),
+            manifest: AtomicFile::create(&out_dir.join("manifest.jsonl"))?,
+            rejected: AtomicFile::create(&out_dir.join("rejected.jsonl"))?,
+            summary: Summary::default(),
+            carried_columns: BTreeSet::new(),
+            source_folders: BTreeSet::new(),
+            more_folders: false,
+        })
+    }
+
+    /// Adds the next clip in input order: decides whether it duplicates an earlier one and
+    /// writes its row.
+    ///
+    /// # Errors
+    ///
+    /// [`OutputError::Io`] when a row cannot be written or a duplicate's audio removed.
+    pub fn add(&mut self, record: ClipRecord) -> Result<(), OutputError> {
+        let ClipRecord { id, accepted, mut row, content_hash } = record;
+        self.summary.clips += 1;
+        self.summary.hours_in += duration_of(&row) / 3600.0;
+        let validated = accepted || row.get("stage") == Some(&json!(Stage::Gate));
+        let duplicate_of = match (content_hash, validated) {
             (Some(hash), true) => {
-                let original = *originals.entry(hash.as_str()).or_insert(record.id.as_str());
-                (original != record.id).then(|| original.to_string())
+                let original = self.originals.entry(hash).or_insert_with(|| id.clone());
+                (*original != id).then(|| original.clone())
             }
             _ => None,
         };
-        summary.hours_in += duration_of(&record.row) / 3600.0;
-        let mut row = record.row.clone();
-        if !record.accepted {
-            rejected_rows.push(row);
-            continue;
+        if !accepted {
+            return self.reject(row);
         }
         if let Some(original) = duplicate_of {
-            if options.reject_duplicates {
+            if self.options.reject_duplicates {
                 if let Some(Value::String(audio_path)) = row.remove("audio_path") {
-                    remove_if_present(&out_dir.join(audio_path))?;
+                    remove_if_present(&self.out_dir.join(audio_path))?;
                 }
                 let source = row.get("source").and_then(Value::as_str).unwrap_or_default().to_string();
                 row.insert("reason".into(), json!(Reason::Duplicate));
@@ -134,63 +186,127 @@ pub fn finish_run(
                 );
                 row.insert("stage".into(), json!(Stage::Gate));
                 row.insert("duplicate_of".into(), json!(original));
-                rejected_rows.push(row);
-                continue;
+                return self.reject(row);
             }
             row.insert("duplicate_of".into(), json!(original));
         } else {
             row.insert("duplicate_of".into(), Value::Null);
         }
-        summary.hours_out += duration_of(&row) / 3600.0;
-        accepted_rows.push(row);
+        self.summary.hours_out += duration_of(&row) / 3600.0;
+        self.summary.accepted += 1;
+        for key in row.keys() {
+            if !COLUMN_DOCS.iter().any(|(name, _)| name == key) && !self.carried_columns.contains(key) {
+                self.carried_columns.insert(key.clone());
+            }
+        }
+        if let Some(folder) =
+            row.get("source").and_then(Value::as_str).and_then(|source| Path::new(source).parent()?.to_str())
+            && !self.source_folders.contains(folder)
+        {
+            if self.source_folders.len() < CARD_MAX_FOLDERS {
+                self.source_folders.insert(folder.to_string());
+            } else {
+                self.more_folders = true;
+            }
+        }
+        self.manifest.write_line(&row)
     }
 
-    summary.accepted = accepted_rows.len();
-    summary.rejected = rejected_rows.len();
-    for row in &rejected_rows {
+    fn reject(&mut self, row: Map<String, Value>) -> Result<(), OutputError> {
+        self.summary.rejected += 1;
         let reason = row.get("reason").and_then(Value::as_str).unwrap_or("unknown").to_string();
         if Reason::from_code(&reason).is_some_and(Reason::is_internal) {
-            summary.internal_failures += 1;
+            self.summary.internal_failures += 1;
         }
-        *summary.rejected_by_reason.entry(reason).or_default() += 1;
+        *self.summary.rejected_by_reason.entry(reason).or_default() += 1;
+        self.rejected.write_line(&row)
     }
 
-    write_jsonl(&out_dir.join("manifest.jsonl"), &accepted_rows)?;
-    write_jsonl(&out_dir.join("rejected.jsonl"), &rejected_rows)?;
-    let mut read_audio = |index: usize| -> std::io::Result<Vec<u8>> {
-        let relative = accepted_rows[index].get("audio_path").and_then(Value::as_str).unwrap_or_default();
-        fs::read(out_dir.join(relative))
-    };
-    let shards = write_parquet_shards(out_dir, &accepted_rows, &mut read_audio, &options.parquet)?;
-    summary.parquet_shards = shards
-        .iter()
-        .map(|shard| shard.strip_prefix(out_dir).unwrap_or(shard).to_string_lossy().into_owned())
-        .collect();
+    /// Puts the manifests in place, writes the Parquet shards from the manifest, `report.json`
+    /// and the dataset card, and returns the run's counts.
+    ///
+    /// # Errors
+    ///
+    /// [`OutputError::Io`] or [`OutputError::Dataset`] when a file cannot be written.
+    pub fn finish(self, facts: &RunFacts) -> Result<Summary, OutputError> {
+        let Self {
+            out_dir,
+            options,
+            mut summary,
+            manifest,
+            rejected,
+            carried_columns,
+            source_folders,
+            more_folders,
+            ..
+        } = self;
+        let manifest_path = manifest.commit()?;
+        rejected.commit()?;
+        let shards = write_parquet_shards_from_jsonl(&out_dir, &manifest_path, &options.parquet)?;
+        summary.parquet_shards = shards
+            .iter()
+            .map(|shard| shard.strip_prefix(&out_dir).unwrap_or(shard).to_string_lossy().into_owned())
+            .collect();
 
-    let report = json!({
-        "output_schema_version": OUTPUT_SCHEMA_VERSION,
-        "speechmill_version": facts.speechmill_version,
-        "counts": {
-            "clips": summary.clips,
-            "accepted": summary.accepted,
-            "rejected": summary.rejected,
-            "rejected_by_reason": summary.rejected_by_reason,
-            "internal_failures": summary.internal_failures,
-        },
-        "hours_in": summary.hours_in,
-        "hours_out": summary.hours_out,
-        "wall_time_s": facts.wall_time_s,
-        "real_time_factor": if facts.wall_time_s > 0.0 { summary.hours_in * 3600.0 / facts.wall_time_s } else { 0.0 },
-        "config": facts.config,
-        "config_hash": facts.config_hash,
-        "models": facts.models,
-        "command": facts.command,
-        "parquet_shards": summary.parquet_shards,
-    });
-    let report_text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
-    write_atomic(&out_dir.join("report.json"), report_text.as_bytes())?;
-    write_atomic(&out_dir.join("README.md"), dataset_card(&summary, &accepted_rows, facts).as_bytes())?;
-    Ok(summary)
+        let report = json!({
+            "output_schema_version": OUTPUT_SCHEMA_VERSION,
+            "speechmill_version": facts.speechmill_version,
+            "counts": {
+                "clips": summary.clips,
+                "accepted": summary.accepted,
+                "rejected": summary.rejected,
+                "rejected_by_reason": summary.rejected_by_reason,
+                "internal_failures": summary.internal_failures,
+            },
+            "hours_in": summary.hours_in,
+            "hours_out": summary.hours_out,
+            "wall_time_s": facts.wall_time_s,
+            "real_time_factor": if facts.wall_time_s > 0.0 { summary.hours_in * 3600.0 / facts.wall_time_s } else { 0.0 },
+            "config": facts.config,
+            "config_hash": facts.config_hash,
+            "models": facts.models,
+            "command": facts.command,
+            "parquet_shards": summary.parquet_shards,
+        });
+        let report_text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+        write_atomic(&out_dir.join("report.json"), report_text.as_bytes())?;
+        let card = dataset_card(&summary, &carried_columns, &source_folders, more_folders, facts);
+        write_atomic(&out_dir.join("README.md"), card.as_bytes())?;
+        Ok(summary)
+    }
+}
+
+/// A file written under a temporary name beside its destination and renamed into place.
+struct AtomicFile {
+    path: PathBuf,
+    temporary: PathBuf,
+    writer: std::io::BufWriter<fs::File>,
+}
+
+impl AtomicFile {
+    fn create(path: &Path) -> Result<Self, OutputError> {
+        let file_name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let temporary = path.with_file_name(format!(".{file_name}.tmp"));
+        let file =
+            fs::File::create(&temporary).map_err(|source| OutputError::Io { path: temporary.clone(), source })?;
+        Ok(Self { path: path.to_path_buf(), temporary, writer: std::io::BufWriter::new(file) })
+    }
+
+    fn write_line(&mut self, row: &Map<String, Value>) -> Result<(), OutputError> {
+        let io_error = |source| OutputError::Io { path: self.temporary.clone(), source };
+        serde_json::to_writer(&mut self.writer, row).map_err(|err| io_error(std::io::Error::other(err)))?;
+        self.writer.write_all(b"\n").map_err(io_error)
+    }
+
+    /// Flushes, syncs and renames into place; returns the final path.
+    fn commit(self) -> Result<PathBuf, OutputError> {
+        let io_error = |source| OutputError::Io { path: self.temporary.clone(), source };
+        let file = self.writer.into_inner().map_err(|err| io_error(err.into_error()))?;
+        file.sync_data().map_err(io_error)?;
+        drop(file);
+        fs::rename(&self.temporary, &self.path).map_err(io_error)?;
+        Ok(self.path)
+    }
 }
 
 fn duration_of(row: &Map<String, Value>) -> f64 {
@@ -204,15 +320,6 @@ fn remove_if_present(path: &Path) -> Result<(), OutputError> {
         }
         _ => Ok(()),
     }
-}
-
-fn write_jsonl(path: &Path, rows: &[Map<String, Value>]) -> Result<(), OutputError> {
-    let mut text = String::new();
-    for row in rows {
-        text.push_str(&serde_json::to_string(row).unwrap_or_default());
-        text.push('\n');
-    }
-    write_atomic(path, text.as_bytes())
 }
 
 /// Writes a file under a temporary name in the same folder, syncs it and renames it into place,
@@ -264,7 +371,13 @@ const COLUMN_DOCS: &[(&str, &str)] = &[
     ("duplicate_of", "id of the earlier clip with the same decoded audio, if any"),
 ];
 
-fn dataset_card(summary: &Summary, rows: &[Map<String, Value>], facts: &RunFacts) -> String {
+fn dataset_card(
+    summary: &Summary,
+    carried_columns: &BTreeSet<String>,
+    source_folders: &BTreeSet<String>,
+    more_folders: bool,
+    facts: &RunFacts,
+) -> String {
     let mut card = String::new();
     let target = facts.config.pointer("/standardise/target_lufs").cloned().unwrap_or(Value::Null);
     let rate = facts.config.pointer("/standardise/sample_rate_hz").cloned().unwrap_or(Value::Null);
@@ -291,33 +404,20 @@ fn dataset_card(summary: &Summary, rows: &[Map<String, Value>], facts: &RunFacts
         card.push('\n');
     }
     card.push_str("## Columns\n\n| column | meaning |\n|---|---|\n");
-    let mut documented: Vec<&str> = Vec::new();
     for (name, meaning) in COLUMN_DOCS {
         card.push_str(&format!("| `{name}` | {meaning} |\n"));
-        documented.push(name);
     }
-    let mut carried: Vec<&String> =
-        rows.iter().flat_map(|row| row.keys()).filter(|key| !documented.contains(&key.as_str())).collect();
-    carried.sort();
-    carried.dedup();
-    for name in carried {
+    for name in carried_columns {
         card.push_str(&format!("| `{name}` | carried through from the input manifest |\n"));
     }
     card.push_str("\n## Where the audio came from\n\nEach row's `source` names the input file. ");
-    let mut sources: Vec<&str> = rows
-        .iter()
-        .filter_map(|row| row.get("source").and_then(Value::as_str))
-        .filter_map(|source| Path::new(source).parent().and_then(Path::to_str))
-        .collect();
-    sources.sort();
-    sources.dedup();
-    if !sources.is_empty() {
+    if !source_folders.is_empty() {
         card.push_str("Input folders:\n\n");
-        for source in sources.iter().take(50) {
+        for source in source_folders {
             card.push_str(&format!("- `{}`\n", if source.is_empty() { "." } else { source }));
         }
-        if sources.len() > 50 {
-            card.push_str(&format!("- ... and {} more\n", sources.len() - 50));
+        if more_folders {
+            card.push_str("- ... and more\n");
         }
     }
     card.push_str("\nThe licences of the source recordings apply to the audio in this dataset.\n");

@@ -124,6 +124,7 @@ pub struct Finished {
 enum Filter {
     All,
     Queued,
+    Page { after_seq: i64, limit: u32 },
 }
 
 /// The SQLite store of one batch run.
@@ -218,6 +219,12 @@ impl BatchStore {
         self.select(Filter::All).await
     }
 
+    /// Up to `limit` jobs after position `after_seq` (from the start when `None`), in input
+    /// order: a run is read page by page so that memory does not grow with its size.
+    pub async fn page(&self, after_seq: Option<i64>, limit: u32) -> Result<Vec<JobRecord>, QueueError> {
+        self.select(Filter::Page { after_seq: after_seq.unwrap_or(i64::MIN), limit }).await
+    }
+
     /// Records final outcomes, all in one transaction.
     pub async fn finish(&self, outcomes: &[Finished]) -> Result<(), QueueError> {
         let mut tx = self.pool.begin().await?;
@@ -252,8 +259,15 @@ impl BatchStore {
             Filter::Queued => {
                 "SELECT id, seq, source, spec, state, attempts, result, reason, content_hash FROM jobs WHERE state = 'queued' ORDER BY seq"
             }
+            Filter::Page { .. } => {
+                "SELECT id, seq, source, spec, state, attempts, result, reason, content_hash FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?"
+            }
         };
-        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        let query = match filter {
+            Filter::Page { after_seq, limit } => sqlx::query(sql).bind(after_seq).bind(limit),
+            _ => sqlx::query(sql),
+        };
+        let rows = query.fetch_all(&self.pool).await?;
         rows.into_iter()
             .map(|row| {
                 let state: String = row.get("state");

@@ -62,3 +62,22 @@ async fn run_facts_are_kept_and_replaced() {
     store.set_meta("config_hash", "two").await.unwrap();
     assert_eq!(store.meta("config_hash").await.unwrap().as_deref(), Some("two"));
 }
+
+#[tokio::test]
+async fn pages_cover_every_job_once_in_input_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BatchStore::open(&dir.path().join("run.sqlite")).await.unwrap();
+    store.register(&specs(7)).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.page(after, 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        seen.extend(page.into_iter().map(|job| job.id));
+    }
+    let expected: Vec<String> = (0..7).map(|i| format!("clip-{i}")).collect();
+    assert_eq!(seen, expected);
+    store.close().await;
+}

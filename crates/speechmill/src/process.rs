@@ -17,7 +17,7 @@ use speechmill_audio::decode::RawFormat;
 use speechmill_pipeline::clip::{ClipInput, Measurements, Rejection, process_clip};
 use speechmill_pipeline::dataset::ParquetOptions;
 use speechmill_pipeline::inputs::{InputClip, discover};
-use speechmill_pipeline::output::{ClipRecord, OutputOptions, RunFacts, Summary, finish_run};
+use speechmill_pipeline::output::{ClipRecord, OutputOptions, RunFacts, RunWriter, Summary};
 use speechmill_pipeline::{PipelineConfig, Reason, Stage};
 use speechmill_queue::batch::Finished;
 use speechmill_queue::{BatchStore, JobRecord, JobSpec, JobState};
@@ -31,6 +31,8 @@ use crate::exit;
 const STATE_DIR: &str = ".speechmill";
 /// The folder inside the state folder for clips too long to hold in memory.
 const SCRATCH_DIR: &str = "scratch";
+/// Clips read back from the run state at a time when writing the dataset.
+const FINISH_PAGE: u32 = 1000;
 /// Results are committed to the run state in batches of at most this many clips...
 const COMMIT_BATCH: usize = 64;
 /// ...or after this long, whichever comes first.
@@ -156,8 +158,6 @@ async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -
         return Ok(exit::INTERRUPTED);
     }
 
-    let records: Vec<ClipRecord> = store.all().await?.into_iter().map(clip_record).collect();
-    store.close().await;
     let facts = RunFacts {
         speechmill_version: env!("CARGO_PKG_VERSION").to_string(),
         config: serde_json::to_value(&config.pipeline)?,
@@ -174,7 +174,20 @@ async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -
             split: "train".into(),
         },
     };
-    let summary = finish_run(out, &records, &options, &facts).context("cannot write the dataset")?;
+    // The results are read back page by page and written as they come, so memory does not grow
+    // with the number of clips.
+    let mut writer = RunWriter::new(out, &options).context("cannot write the dataset")?;
+    let mut after_seq = None;
+    loop {
+        let page = store.page(after_seq, FINISH_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after_seq = Some(last.seq);
+        for job in page {
+            writer.add(clip_record(job)).context("cannot write the dataset")?;
+        }
+    }
+    store.close().await;
+    let summary = writer.finish(&facts).context("cannot write the dataset")?;
     if !args.quiet {
         print_summary(&summary, out, facts.wall_time_s, audio_seconds);
     }
