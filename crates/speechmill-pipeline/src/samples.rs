@@ -124,10 +124,16 @@ impl SampleStore {
     }
 }
 
+/// Samples converted to bytes at a time when writing (keeps the conversion buffer small).
+const WRITE_CHUNK: usize = 1 << 14;
+
 fn write_samples(writer: &mut impl Write, samples: &[f32], bytes: &mut Vec<u8>) -> io::Result<()> {
-    bytes.clear();
-    bytes.extend(samples.iter().flat_map(|sample| sample.to_le_bytes()));
-    writer.write_all(bytes)
+    for chunk in samples.chunks(WRITE_CHUNK) {
+        bytes.clear();
+        bytes.extend(chunk.iter().flat_map(|sample| sample.to_le_bytes()));
+        writer.write_all(bytes)?;
+    }
+    Ok(())
 }
 
 /// A reader over a [`SampleStore`], chunk by chunk.
