@@ -15,7 +15,7 @@ import sys
 import wave
 
 LONG_FILES = {"long_1min.wav": 60, "long_10min.wav": 600, "long_30min.wav": 1800, "long_2h.wav": 7200}
-CLIP_FOLDERS = {"clips_1000": 1000, "clips_10000": 10000}
+CLIP_FOLDERS = {"clips_1000": 1000, "clips_10000": 10000, "clips_20000": 20000}
 
 
 def read_pcm16(path):

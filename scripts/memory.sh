@@ -2,11 +2,11 @@
 # Measures the peak resident memory of `speechmill process` as file length and file count grow,
 # and prints a Markdown table (docs/memory.md holds the figures measured here).
 #
-#   scripts/memory.sh [WORK_DIR]
+#   scripts/memory.sh [WORK_DIR [INPUT...]]
 #
 # Inputs are made from the real recordings in testdata/ by scripts/make_memory_inputs.py:
 # single 48 kHz WAV files of 1 minute, 10 minutes, 30 minutes and 2 hours (speech from
-# alsa-utils, repeated with gaps and gain changes), and folders of 1,000 and 10,000 short 16 kHz
+# alsa-utils, repeated with gaps and gain changes), and folders of 1,000, 10,000 and 20,000 short 16 kHz
 # clips (slices of the LibriVox recordings). Each is processed twice: with the default gate
 # (which rejects files over 60 s as too_long, after measuring them) and with --no-gate (every
 # clip standardised, encoded and written to Parquet). Needs about 2 GB of disk in WORK_DIR.
@@ -43,7 +43,12 @@ measure() {
 
 echo "| input | audio | peak RSS, default gate | peak RSS, --no-gate | wall time, --no-gate |"
 echo "|---|---|---|---|---|"
-for input in long_1min.wav long_10min.wav long_30min.wav long_2h.wav clips_1000 clips_10000; do
+shift || true
+inputs=("$@")
+if [ "${#inputs[@]}" -eq 0 ]; then
+    inputs=(long_1min.wav long_10min.wav long_30min.wav long_2h.wav clips_1000 clips_10000 clips_20000)
+fi
+for input in "${inputs[@]}"; do
     path="$work/inputs/$input"
     audio="$(python3 "$root/scripts/make_memory_inputs.py" --duration "$path")"
     read -r gated_mib _ <<<"$(measure "$work/out" "$path")"

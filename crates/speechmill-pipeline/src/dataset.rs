@@ -76,8 +76,9 @@ const AUDIO_PATH_KEY: &str = "audio_path";
 /// A row group is closed at this many rows (`datasets` and the Hub's viewer read audio datasets
 /// one row group at a time, so row groups must stay small enough to hold in memory).
 const ROW_GROUP_MAX_ROWS: usize = 1000;
-/// A row group is closed once it holds this many bytes of audio.
-const ROW_GROUP_MAX_AUDIO_BYTES: usize = 64 << 20;
+/// A row group is closed once it holds this many bytes of audio. Writing holds one row group,
+/// so this (plus the longest clip) bounds the memory of writing a shard.
+const ROW_GROUP_MAX_AUDIO_BYTES: usize = 32 << 20;
 
 /// Writes `rows` as Parquet shards `DIR/data/{split}-NNNNN-of-MMMMM.parquet`, one row per clip.
 ///
@@ -118,7 +119,7 @@ pub fn write_parquet_shards(
 /// Writes the rows of a JSON-lines manifest (`manifest.jsonl`) as Parquet shards, like
 /// [`write_parquet_shards`], reading the file twice (once for the columns, once for the rows)
 /// and each row's audio from its `audio_path` under `out_dir`, so memory does not grow with the
-/// number of rows: at most one row group (1,000 rows or 64 MiB of audio) is held.
+/// number of rows: at most one row group (1,000 rows or 32 MiB of audio) is held.
 ///
 /// # Errors
 ///

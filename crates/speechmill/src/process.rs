@@ -119,13 +119,16 @@ async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -
             store.set_meta("config", &serde_json::to_string(&config.pipeline)?).await?;
         }
     }
+    let clip_count = clips.len();
     let specs: Vec<JobSpec> = clips.iter().enumerate().map(|(seq, clip)| job_spec(seq, clip)).collect();
+    drop(clips);
     store.register(&specs).await.map_err(|err| match err {
         speechmill_queue::QueueError::Conflict(message) => anyhow::Error::new(UsageError(message)),
         other => anyhow::Error::new(other),
     })?;
     let pending = store.unfinished().await?;
-    let already_done = clips.len() - pending.len();
+    drop(specs);
+    let already_done = clip_count - pending.len();
     if already_done > 0 {
         tracing::info!(done = already_done, left = pending.len(), "resuming an interrupted run");
     }
@@ -134,7 +137,7 @@ async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -
         0 => std::thread::available_parallelism().map(usize::from).unwrap_or(1),
         jobs => jobs,
     };
-    let progress = progress_bar(args.quiet, clips.len() as u64, already_done as u64);
+    let progress = progress_bar(args.quiet, clip_count as u64, already_done as u64);
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let interrupted = Arc::clone(&interrupted);
