@@ -1,13 +1,54 @@
 //! The job model of speechmill and its stores.
 //!
-//! One job model serves the batch job (`speechmill process`, whose run state is a SQLite file in
-//! the output folder) and the service. Invariant: this is the only crate that contains SQL; every
-//! schema change is a numbered migration under `migrations/`.
+//! One job model ([`JobState`]) serves the batch job (`speechmill process`, whose run state is a
+//! SQLite file in the output folder, [`BatchStore`]) and the service, whose durable queue
+//! ([`JobQueue`]) runs on SQLite ([`SqliteQueue`]) or PostgreSQL ([`PostgresQueue`]). Invariant:
+//! this is the only crate that contains SQL; every schema change is a numbered migration under
+//! `migrations/`.
 
 pub mod batch;
+pub mod keys;
 mod migrate;
+pub mod queue;
+mod sql_queue;
+
+use std::sync::Arc;
 
 pub use batch::{BatchStore, JobRecord, JobSpec, JobState};
+pub use keys::{ApiKeyRecord, KeyStore};
+pub use queue::{
+    AuditEntry, Backoff, Clock, Enqueued, FailureKind, FastRandom, JobError, JobQueue, Lease, ListQuery, ManualClock,
+    Millis, NewJob, Page, QueueConfig, QueueJob, Random, SystemClock,
+};
+pub use sql_queue::{PostgresQueue, SqliteQueue};
+
+/// An opened queue database: the job queue and the key store, which share one backend.
+#[derive(Clone)]
+pub struct Stores {
+    /// The job queue.
+    pub queue: Arc<dyn JobQueue>,
+    /// The API keys.
+    pub keys: Arc<dyn KeyStore>,
+}
+
+/// Opens the queue database named by `url`: `postgres://...` (or `postgresql://`) for
+/// PostgreSQL, `sqlite:...` for SQLite. Migrations are applied.
+pub async fn open_stores(
+    url: &str,
+    config: QueueConfig,
+    clock: Arc<dyn Clock>,
+    random: Arc<dyn Random>,
+) -> Result<Stores, QueueError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let backend = Arc::new(PostgresQueue::connect(url, config, clock, random).await?);
+        return Ok(Stores { queue: backend.clone(), keys: backend });
+    }
+    if url.starts_with("sqlite:") {
+        let backend = Arc::new(SqliteQueue::connect(url, config, clock, random).await?);
+        return Ok(Stores { queue: backend.clone(), keys: backend });
+    }
+    Err(QueueError::BadUrl(url.split('@').next_back().unwrap_or_default().to_string()))
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +70,33 @@ pub enum QueueError {
     /// The same output folder holds a run made with a different configuration or inputs.
     #[error("{0}")]
     Conflict(String),
+    /// No job has this id.
+    #[error("no job {id}")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The job is not in a state that allows the operation.
+    #[error("job {id} is {}", state.as_str())]
+    InvalidState {
+        /// The job.
+        id: String,
+        /// Its state.
+        state: JobState,
+    },
+    /// The lease was taken back (expired and reaped, or the job was handed to another worker):
+    /// this worker's result is not recorded.
+    #[error("the lease on job {id} was lost")]
+    LeaseLost {
+        /// The job.
+        id: String,
+    },
+    /// A list cursor that this queue did not hand out.
+    #[error("invalid cursor {0:?}")]
+    BadCursor(String),
+    /// A database URL of no known kind (the part after any credentials is shown).
+    #[error("unsupported database url (expected postgres://... or sqlite:...): {0}")]
+    BadUrl(String),
 }
 
 impl QueueError {
