@@ -149,6 +149,10 @@ pub enum FailureKind {
     Transient,
     /// The worker holding the lease stopped heartbeating (crashed or cut off).
     LeaseExpired,
+    /// Processing the job crashed (a panic, an internal error of the pipeline).
+    Crash,
+    /// Processing the job took longer than allowed.
+    Timeout,
 }
 
 /// Why an attempt failed, kept on the job for inspection (dead letters show it).
