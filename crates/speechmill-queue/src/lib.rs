@@ -11,6 +11,8 @@ pub mod keys;
 mod migrate;
 pub mod queue;
 mod sql_queue;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 
@@ -21,6 +23,27 @@ pub use queue::{
     Millis, NewJob, Page, QueueConfig, QueueJob, Random, SystemClock,
 };
 pub use sql_queue::{PostgresQueue, SqliteQueue};
+
+#[cfg(test)]
+mod tests {
+    use super::transient_code;
+
+    #[test]
+    fn busy_databases_and_lost_connections_are_transient_and_constraint_violations_are_not() {
+        for code in ["5", "6", "517"] {
+            assert!(transient_code(code, true), "sqlite {code}");
+        }
+        for code in ["08006", "57P01", "40001", "40P01", "53300"] {
+            assert!(transient_code(code, false), "postgres {code}");
+        }
+        for code in ["19", "2067"] {
+            assert!(!transient_code(code, true), "sqlite {code}");
+        }
+        for code in ["23505", "42P01", "22P02"] {
+            assert!(!transient_code(code, false), "postgres {code}");
+        }
+    }
+}
 
 /// An opened queue database: the job queue and the key store, which share one backend.
 #[derive(Clone)]
@@ -99,13 +122,34 @@ pub enum QueueError {
     BadUrl(String),
 }
 
+/// Database error codes worth retrying: SQLite busy or locked (primary code 5 or 6, in the low
+/// byte of an extended code), PostgreSQL connection exceptions (class 08), operator intervention
+/// such as a server shutdown (57P0x), serialization failures and deadlocks (40001, 40P01) and
+/// insufficient resources (class 53).
+fn transient_code(code: &str, sqlite: bool) -> bool {
+    if sqlite {
+        return code.parse::<i64>().is_ok_and(|number| matches!(number & 0xff, 5 | 6));
+    }
+    code.starts_with("08") || code.starts_with("57P0") || code == "40001" || code == "40P01" || code.starts_with("53")
+}
+
 impl QueueError {
     /// Whether retrying the operation may succeed (a busy or unreachable database).
     pub fn is_transient(&self) -> bool {
         match self {
             QueueError::Database(err) => {
-                matches!(err, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
-                    || err.as_database_error().and_then(|db| db.code()).is_some_and(|code| code == "5" || code == "6")
+                matches!(
+                    err,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                ) || err.as_database_error().is_some_and(|db| {
+                    let sqlite = db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some();
+                    db.code().is_some_and(|code| transient_code(&code, sqlite))
+                })
             }
             _ => false,
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use speechmill_queue::testing::TempPostgres;
 use speechmill_queue::{
     Backoff, FailureKind, JobError, JobQueue, JobState, KeyStore, ListQuery, ManualClock, NewJob, PostgresQueue,
     QueueConfig, QueueError, Random, SqliteQueue,
@@ -58,56 +59,15 @@ mod backends {
         Harness { queue: queue.clone(), keys: queue, clock, _database: Box::new(dir) }
     }
 
-    /// A PostgreSQL database that exists for one test and is dropped afterwards, even when the
-    /// test fails.
-    pub struct TempDatabase {
-        admin_url: String,
-        name: String,
-    }
-
-    impl Drop for TempDatabase {
-        fn drop(&mut self) {
-            let admin_url = self.admin_url.clone();
-            let name = self.name.clone();
-            // Drop runs inside the test's runtime; a thread with its own runtime may block.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                runtime.block_on(async {
-                    use sqlx::Connection;
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                        let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-
-    /// Connects as `postgres`, or as `root` where that is the trusted user.
-    async fn admin_url() -> String {
-        use sqlx::Connection;
-        for user in ["postgres", "root"] {
-            let url = format!("postgres://{user}@127.0.0.1:5432/postgres");
-            if sqlx::PgConnection::connect(&url).await.is_ok() {
-                return url;
-            }
-        }
-        panic!("PostgreSQL is not reachable on 127.0.0.1:5432 as postgres or root");
-    }
-
     pub async fn postgres() -> Harness {
-        use sqlx::Connection;
-        let admin_url = admin_url().await;
-        let name = format!("speechmill_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await.unwrap();
-        let guard = TempDatabase { admin_url: admin_url.clone(), name: name.clone() };
-        let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+        let database = TempPostgres::create().await;
         let clock = ManualClock::new(START);
-        let queue =
-            Arc::new(PostgresQueue::connect(&url, config(), Arc::new(clock.clone()), Arc::new(Ceiling)).await.unwrap());
-        Harness { queue: queue.clone(), keys: queue, clock, _database: Box::new(guard) }
+        let queue = Arc::new(
+            PostgresQueue::connect(&database.url(), config(), Arc::new(clock.clone()), Arc::new(Ceiling))
+                .await
+                .unwrap(),
+        );
+        Harness { queue: queue.clone(), keys: queue, clock, _database: Box::new(database) }
     }
 }
 

@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use speechmill_queue::KeyStore;
+use speechmill_queue::{ApiKeyRecord, KeyStore};
 
 use crate::error::ApiError;
 
@@ -156,21 +156,21 @@ pub struct Caller {
     pub key_id: String,
 }
 
-/// Checks the request's bearer key and that it holds `scope` (`admin` holds every scope).
-pub async fn authorize(
-    keys: &dyn KeyStore,
-    hasher: &KeyHasher,
-    headers: &HeaderMap,
-    scope: Scope,
-) -> Result<Caller, ApiError> {
-    let presented = headers
+/// The key presented in `Authorization: Bearer KEY`.
+pub fn bearer_key(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|key| !key.is_empty())
-        .ok_or(ApiError::Unauthorized)?;
-    let record = keys.key_by_hash(&hasher.hash(presented)).await?.ok_or(ApiError::Unauthorized)?;
+        .ok_or(ApiError::Unauthorized)
+}
+
+/// Checks that the stored key (found by the presented key's hash) is active and holds `scope`
+/// (`admin` holds every scope).
+pub fn check_scope(record: Option<ApiKeyRecord>, scope: Scope) -> Result<Caller, ApiError> {
+    let record = record.ok_or(ApiError::Unauthorized)?;
     if record.revoked_at.is_some() {
         return Err(ApiError::Unauthorized);
     }
@@ -202,6 +202,35 @@ mod tests {
         assert_ne!(a.key, b.key);
         assert!(a.key.starts_with(&format!("smk_{}_", a.id)));
         assert!(a.key.len() >= 4 + 12 + 1 + 64);
+    }
+
+    fn record(scopes: &[&str], revoked: bool) -> Option<ApiKeyRecord> {
+        Some(ApiKeyRecord {
+            id: "k".into(),
+            scopes: scopes.iter().map(|scope| scope.to_string()).collect(),
+            label: String::new(),
+            created_at: 0,
+            revoked_at: revoked.then_some(1),
+        })
+    }
+
+    #[test]
+    fn scopes_are_checked_and_admin_holds_them_all() {
+        assert!(check_scope(record(&["read"], false), Scope::Read).is_ok());
+        assert!(matches!(check_scope(record(&["read"], false), Scope::Submit), Err(ApiError::Forbidden("submit"))));
+        assert!(check_scope(record(&["admin"], false), Scope::Submit).is_ok());
+        assert!(matches!(check_scope(record(&["admin"], true), Scope::Read), Err(ApiError::Unauthorized)));
+        assert!(matches!(check_scope(None, Scope::Read), Err(ApiError::Unauthorized)));
+    }
+
+    #[test]
+    fn only_bearer_credentials_are_taken() {
+        let mut headers = HeaderMap::new();
+        assert!(bearer_key(&headers).is_err());
+        headers.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert!(bearer_key(&headers).is_err());
+        headers.insert(AUTHORIZATION, "Bearer smk_a_b".parse().unwrap());
+        assert_eq!(bearer_key(&headers).unwrap(), "smk_a_b");
     }
 
     #[test]

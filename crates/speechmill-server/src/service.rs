@@ -71,6 +71,8 @@ pub struct ServiceConfig {
     pub drain_timeout: Duration,
     /// The clip pipeline.
     pub pipeline: PipelineConfig,
+    /// How the database and storage circuit breakers decide.
+    pub breaker: BreakerConfig,
     /// Seconds of standardised audio a clip holds in memory before spilling to disk.
     pub memory_limit_seconds: f64,
 }
@@ -90,6 +92,7 @@ impl ServiceConfig {
             job_timeout: Duration::from_secs(600),
             drain_timeout: Duration::from_secs(20),
             pipeline: PipelineConfig::default(),
+            breaker: BreakerConfig::default(),
             memory_limit_seconds: 600.0,
         }
     }
@@ -137,8 +140,8 @@ impl Service {
         })?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let breakers = Breakers {
-            database: Arc::new(Breaker::new("database", BreakerConfig::default(), clock.clone())),
-            storage: Arc::new(Breaker::new("storage", BreakerConfig::default(), clock)),
+            database: Arc::new(Breaker::new("database", config.breaker.clone(), clock.clone())),
+            storage: Arc::new(Breaker::new("storage", config.breaker.clone(), clock)),
         };
         let state = AppState::new(
             stores.queue,
