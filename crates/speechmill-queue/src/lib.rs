@@ -117,6 +117,14 @@ pub enum QueueError {
     /// A list cursor that this queue did not hand out.
     #[error("invalid cursor {0:?}")]
     BadCursor(String),
+    /// A group of operations committed together failed; every operation in it gets this.
+    #[error("group commit failed: {message}")]
+    GroupCommit {
+        /// Whether the failure was transient (busy or unreachable database).
+        transient: bool,
+        /// The underlying error.
+        message: String,
+    },
     /// A database URL of no known kind (the part after any credentials is shown).
     #[error("unsupported database url (expected postgres://... or sqlite:...): {0}")]
     BadUrl(String),
@@ -151,6 +159,7 @@ impl QueueError {
                     db.code().is_some_and(|code| transient_code(&code, sqlite))
                 })
             }
+            QueueError::GroupCommit { transient, .. } => *transient,
             _ => false,
         }
     }

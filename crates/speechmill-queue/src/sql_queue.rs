@@ -70,7 +70,14 @@ impl Statements {
     fn new(dialect: Dialect) -> Self {
         let render = |sql: &str| -> SqlStr {
             let lock = if dialect == Dialect::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
-            let mut text = sql.replace("{cols}", COLUMNS).replace("{no_lease}", NO_LEASE).replace("{lock}", lock);
+            // Without statistics SQLite's planner picks the state index and sorts every
+            // runnable job for each claim; the partial index gives the oldest at once.
+            let runnable = if dialect == Dialect::Sqlite { "INDEXED BY queue_jobs_runnable" } else { "" };
+            let mut text = sql
+                .replace("{cols}", COLUMNS)
+                .replace("{no_lease}", NO_LEASE)
+                .replace("{lock}", lock)
+                .replace("{runnable}", runnable);
             if dialect == Dialect::Sqlite {
                 text = text.replace('$', "?");
             }
@@ -92,7 +99,7 @@ impl Statements {
             claim: render(
                 "UPDATE queue_jobs SET state = 'running', attempts = attempts + 1, lease_owner = $1, \
                  lease_token = $2, lease_expires_at = $3, updated_at = $4 \
-                 WHERE seq = (SELECT seq FROM queue_jobs WHERE state IN ('queued', 'retrying') AND run_at <= $4 \
+                 WHERE seq = (SELECT seq FROM queue_jobs {runnable} WHERE state IN ('queued', 'retrying') AND run_at <= $4 \
                  ORDER BY run_at, seq LIMIT 1 {lock}) RETURNING {cols}",
             ),
             heartbeat: render(
@@ -172,6 +179,40 @@ fn millis(duration: Duration) -> Millis {
     duration.as_millis().min(i64::MAX as u128) as Millis
 }
 
+/// An operation that the SQLite backend commits in groups: many concurrent enqueues, claims and
+/// completions share one transaction and one fsync, so durable throughput is not bounded by the
+/// disk's sync latency.
+#[derive(Debug)]
+enum OpKind {
+    Enqueue(NewJob),
+    Claim(String),
+    Finish { lease: Box<Lease>, state: JobState, result: Value },
+}
+
+/// What an [`OpKind`] came to.
+#[derive(Debug)]
+enum OpDone {
+    Enqueued(Enqueued),
+    Claimed(Option<Lease>),
+    Finished(QueueJob),
+}
+
+/// An operation on its way to the group-commit writer, with where to send its answer (only
+/// after the group's transaction committed).
+struct GroupOp {
+    kind: OpKind,
+    reply: tokio::sync::oneshot::Sender<Result<OpDone, QueueError>>,
+}
+
+/// The most operations one group commits together.
+const MAX_GROUP: usize = 256;
+
+/// Whether an operation's error means the whole group must roll back (the database failed)
+/// rather than only this operation (its lease was lost, say).
+fn is_database_error(err: &QueueError) -> bool {
+    matches!(err, QueueError::Database(_))
+}
+
 /// Generates the queue and key-store implementations of one backend from the statements above.
 macro_rules! sql_backend {
     ($backend:ident, $db:ty) => {
@@ -238,16 +279,89 @@ macro_rules! sql_backend {
                 Self::job_from_row(&row)
             }
 
-            async fn finish_with(&self, lease: &Lease, state: JobState, result: Value) -> Result<QueueJob, QueueError> {
+            async fn enqueue_on(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                job: &NewJob,
+                now: Millis,
+            ) -> Result<Enqueued, QueueError> {
+                if let Some(created) = self.insert_one(&mut *conn, job, now).await? {
+                    return Ok(Enqueued { job: created, created: true });
+                }
+                let key = job.idempotency_key.as_deref().unwrap_or_default();
+                Ok(Enqueued { job: self.one_by_key(&mut *conn, key).await?, created: false })
+            }
+
+            async fn claim_on(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                owner: &str,
+                now: Millis,
+            ) -> Result<Option<Lease>, QueueError> {
+                let expires_at = now + millis(self.config.lease);
+                let token = uuid::Uuid::new_v4().to_string();
+                let row = sqlx::query(self.sql.claim.clone())
+                    .bind(owner)
+                    .bind(&token)
+                    .bind(expires_at)
+                    .bind(now)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let job = Self::job_from_row(&row)?;
+                Ok(Some(Lease { job, token, owner: owner.to_string(), expires_at }))
+            }
+
+            async fn finish_on(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                lease: &Lease,
+                state: JobState,
+                result: &Value,
+                now: Millis,
+            ) -> Result<QueueJob, QueueError> {
                 let row = sqlx::query(self.sql.finish.clone())
                     .bind(state.as_str())
-                    .bind(serde_json::to_string(&result)?)
-                    .bind(self.clock.now_ms())
+                    .bind(serde_json::to_string(result)?)
+                    .bind(now)
                     .bind(&lease.job.id)
                     .bind(&lease.token)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await?;
                 row.as_ref().map(Self::job_from_row).transpose()?.ok_or_else(|| lease_lost(lease))
+            }
+
+            /// Runs one operation: through the group-commit writer when there is one (SQLite),
+            /// otherwise on a pooled connection in autocommit.
+            async fn route(&self, op: OpKind) -> Result<OpDone, QueueError> {
+                if let Some(group) = &self.group {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    group
+                        .send(GroupOp { kind: op, reply })
+                        .await
+                        .map_err(|_| QueueError::GroupCommit { transient: true, message: "the queue is closing".into() })?;
+                    return answer.await.map_err(|_| QueueError::GroupCommit {
+                        transient: true,
+                        message: "the group-commit writer stopped".into(),
+                    })?;
+                }
+                let mut conn = self.pool.acquire().await?;
+                self.run_op(&mut conn, &op, self.clock.now_ms()).await
+            }
+
+            async fn run_op(
+                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
+                op: &OpKind,
+                now: Millis,
+            ) -> Result<OpDone, QueueError> {
+                Ok(match op {
+                    OpKind::Enqueue(job) => OpDone::Enqueued(self.enqueue_on(conn, job, now).await?),
+                    OpKind::Claim(owner) => OpDone::Claimed(self.claim_on(conn, owner, now).await?),
+                    OpKind::Finish { lease, state, result } => {
+                        OpDone::Finished(self.finish_on(conn, lease, *state, result, now).await?)
+                    }
+                })
             }
 
             async fn audit_rows<'c, E>(
@@ -287,12 +401,10 @@ macro_rules! sql_backend {
         #[async_trait::async_trait]
         impl JobQueue for $backend {
             async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
-                let now = self.clock.now_ms();
-                if let Some(created) = self.insert_one(&self.pool, &job, now).await? {
-                    return Ok(Enqueued { job: created, created: true });
+                match self.route(OpKind::Enqueue(job)).await? {
+                    OpDone::Enqueued(enqueued) => Ok(enqueued),
+                    _ => unreachable!("an enqueue answers with the enqueued job"),
                 }
-                let key = job.idempotency_key.as_deref().unwrap_or_default();
-                Ok(Enqueued { job: self.one_by_key(&self.pool, key).await?, created: false })
             }
 
             async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, QueueError> {
@@ -333,19 +445,10 @@ macro_rules! sql_backend {
             }
 
             async fn claim(&self, owner: &str) -> Result<Option<Lease>, QueueError> {
-                let now = self.clock.now_ms();
-                let expires_at = now + millis(self.config.lease);
-                let token = uuid::Uuid::new_v4().to_string();
-                let row = sqlx::query(self.sql.claim.clone())
-                    .bind(owner)
-                    .bind(&token)
-                    .bind(expires_at)
-                    .bind(now)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                let Some(row) = row else { return Ok(None) };
-                let job = Self::job_from_row(&row)?;
-                Ok(Some(Lease { job, token, owner: owner.to_string(), expires_at }))
+                match self.route(OpKind::Claim(owner.to_string())).await? {
+                    OpDone::Claimed(lease) => Ok(lease),
+                    _ => unreachable!("a claim answers with a lease or none"),
+                }
             }
 
             async fn heartbeat(&self, lease: &Lease) -> Result<Millis, QueueError> {
@@ -365,11 +468,19 @@ macro_rules! sql_backend {
             }
 
             async fn complete(&self, lease: &Lease, result: Value) -> Result<QueueJob, QueueError> {
-                self.finish_with(lease, JobState::Succeeded, result).await
+                let op = OpKind::Finish { lease: Box::new(lease.clone()), state: JobState::Succeeded, result };
+                match self.route(op).await? {
+                    OpDone::Finished(job) => Ok(job),
+                    _ => unreachable!("a finish answers with the job"),
+                }
             }
 
             async fn reject(&self, lease: &Lease, result: Value) -> Result<QueueJob, QueueError> {
-                self.finish_with(lease, JobState::Rejected, result).await
+                let op = OpKind::Finish { lease: Box::new(lease.clone()), state: JobState::Rejected, result };
+                match self.route(op).await? {
+                    OpDone::Finished(job) => Ok(job),
+                    _ => unreachable!("a finish answers with the job"),
+                }
             }
 
             async fn fail(&self, lease: &Lease, error: JobError) -> Result<QueueJob, QueueError> {
@@ -565,6 +676,8 @@ pub struct SqliteQueue {
     clock: Arc<dyn Clock>,
     /// The source of backoff jitter.
     random: Arc<dyn Random>,
+    /// The group-commit writer's queue; `None` inside the writer itself.
+    group: Option<tokio::sync::mpsc::Sender<GroupOp>>,
 }
 
 impl SqliteQueue {
@@ -612,7 +725,70 @@ impl SqliteQueue {
             .connect_with(options)
             .await?;
         migrate_queue_sqlite(&pool).await?;
-        Ok(SqliteQueue { pool, sql: Arc::new(Statements::new(Dialect::Sqlite)), config, clock, random })
+        let writer =
+            SqliteQueue { pool, sql: Arc::new(Statements::new(Dialect::Sqlite)), config, clock, random, group: None };
+        let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+        let queue = SqliteQueue {
+            pool: writer.pool.clone(),
+            sql: writer.sql.clone(),
+            config: writer.config.clone(),
+            clock: writer.clock.clone(),
+            random: writer.random.clone(),
+            group: Some(sender),
+        };
+        tokio::spawn(writer.group_writer(receiver));
+        Ok(queue)
+    }
+
+    /// Commits operations in groups until every sender is gone.
+    async fn group_writer(self, mut receiver: tokio::sync::mpsc::Receiver<GroupOp>) {
+        let mut ops = Vec::with_capacity(MAX_GROUP);
+        while receiver.recv_many(&mut ops, MAX_GROUP).await > 0 {
+            self.commit_group(std::mem::take(&mut ops)).await;
+        }
+    }
+
+    /// Runs a group in one transaction (a savepoint would not help: a database error fails the
+    /// group, and every operation in it is answered with that error, nothing committed).
+    async fn commit_group(&self, ops: Vec<GroupOp>) {
+        let fail_all = |ops: Vec<GroupOp>, err: &QueueError| {
+            for op in ops {
+                let _ = op
+                    .reply
+                    .send(Err(QueueError::GroupCommit { transient: err.is_transient(), message: err.to_string() }));
+            }
+        };
+        let mut conn = match self.pool.acquire().await {
+            Ok(conn) => conn,
+            Err(err) => return fail_all(ops, &err.into()),
+        };
+        if let Err(err) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await {
+            return fail_all(ops, &err.into());
+        }
+        let now = self.clock.now_ms();
+        let mut answers = Vec::with_capacity(ops.len());
+        let mut failure = None;
+        for op in &ops {
+            let answer = self.run_op(&mut conn, &op.kind, now).await;
+            if let Err(err) = &answer
+                && is_database_error(err)
+            {
+                failure = Some(QueueError::GroupCommit { transient: err.is_transient(), message: err.to_string() });
+                break;
+            }
+            answers.push(answer);
+        }
+        if let Some(err) = failure {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            return fail_all(ops, &err);
+        }
+        if let Err(err) = sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            return fail_all(ops, &err.into());
+        }
+        for (op, answer) in ops.into_iter().zip(answers) {
+            let _ = op.reply.send(answer);
+        }
     }
 
     /// Closes the pool, checkpointing the write-ahead log.
@@ -635,6 +811,8 @@ pub struct PostgresQueue {
     clock: Arc<dyn Clock>,
     /// The source of backoff jitter.
     random: Arc<dyn Random>,
+    /// Always `None`: PostgreSQL commits concurrent transactions in groups by itself.
+    group: Option<tokio::sync::mpsc::Sender<GroupOp>>,
 }
 
 impl PostgresQueue {
@@ -648,7 +826,14 @@ impl PostgresQueue {
         let pool =
             PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
         migrate_queue_postgres(&pool).await?;
-        Ok(PostgresQueue { pool, sql: Arc::new(Statements::new(Dialect::Postgres)), config, clock, random })
+        Ok(PostgresQueue {
+            pool,
+            sql: Arc::new(Statements::new(Dialect::Postgres)),
+            config,
+            clock,
+            random,
+            group: None,
+        })
     }
 
     /// Closes the pool.
