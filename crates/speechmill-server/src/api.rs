@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
-use speechmill_queue::{JobQueue, JobState, KeyStore, ListQuery, NewJob, QueueError};
+use speechmill_queue::{ApiKeyRecord, JobQueue, JobState, KeyStore, ListQuery, NewJob, QueueError};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -91,6 +91,40 @@ pub struct AppState {
     pub shutting_down: CancellationToken,
     /// Cached backlog size.
     backlog: Arc<BacklogCache>,
+    /// Recently seen keys by hash, so a request does not read the key table every time.
+    keys_seen: Arc<KeyCache>,
+}
+
+/// How long a key found in the store is trusted without reading it again: a revocation takes
+/// effect on every node within this time.
+pub const KEY_CACHE_SECONDS: u64 = 5;
+
+/// Keys found recently, by hash (never the key itself). Misses are not cached, so random keys
+/// cannot fill it; it is cleared when it reaches its size limit.
+#[derive(Debug, Default)]
+struct KeyCache {
+    /// hash -> (when it was read, the stored key); written by requests that miss.
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Instant, ApiKeyRecord)>>,
+}
+
+impl KeyCache {
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn get(&self, hash: &str) -> Option<ApiKeyRecord> {
+        let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries
+            .get(hash)
+            .filter(|(at, _)| at.elapsed() < Duration::from_secs(KEY_CACHE_SECONDS))
+            .map(|(_, record)| record.clone())
+    }
+
+    fn put(&self, hash: String, record: ApiKeyRecord) {
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(hash, (Instant::now(), record));
+    }
 }
 
 impl AppState {
@@ -116,6 +150,7 @@ impl AppState {
             breakers: Arc::new(breakers),
             shutting_down,
             backlog: Arc::default(),
+            keys_seen: Arc::default(),
         }
     }
 
@@ -140,7 +175,13 @@ impl AppState {
 
     async fn caller(&self, headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
         let hash = self.hasher.hash(bearer_key(headers)?);
+        if let Some(record) = self.keys_seen.get(&hash) {
+            return check_scope(Some(record), scope);
+        }
         let record = self.db(self.keys.key_by_hash(&hash)).await?;
+        if let Some(record) = &record {
+            self.keys_seen.put(hash, record.clone());
+        }
         check_scope(record, scope)
     }
 

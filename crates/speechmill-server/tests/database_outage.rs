@@ -123,17 +123,11 @@ async fn a_database_outage_opens_the_breaker_refuses_work_with_503_and_recovers_
     assert!(refused >= 10, "{refused} refusals");
     assert_eq!(state.breakers.database.state(), BreakerState::Open);
     assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 503);
-    let breakers: Value = reqwest::Client::new()
-        .get(format!("{base}/v1/breakers"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or(Value::Null);
-    // Reading the breakers needs the key check, which needs the database: refused while cut.
-    assert!(breakers.get("type").is_some(), "{breakers}");
+    // The key was checked before the outage and is cached, so operators can still see why.
+    let breakers: Value =
+        http.get(format!("{base}/v1/breakers")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(breakers[0]["name"], "database");
+    assert_eq!(breakers[0]["state"], "open", "{breakers}");
 
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(30);
