@@ -19,8 +19,8 @@ use std::sync::Arc;
 pub use batch::{BatchStore, JobRecord, JobSpec, JobState};
 pub use keys::{ApiKeyRecord, KeyStore};
 pub use queue::{
-    AuditEntry, Backoff, Clock, Enqueued, FailureKind, FastRandom, JobError, JobQueue, Lease, ListQuery, ManualClock,
-    Millis, NewJob, Page, QueueConfig, QueueJob, Random, SystemClock,
+    AuditEntry, Backoff, CallbackTask, Clock, Enqueued, FailureKind, FastRandom, JobError, JobQueue, Lease, ListQuery,
+    ManualClock, Millis, NewJob, Page, QueueConfig, QueueJob, Random, SystemClock,
 };
 pub use sql_queue::{PostgresQueue, SqliteQueue};
 

@@ -14,10 +14,16 @@ use crate::QueueError;
 const SQLITE_MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_jobs.sql")];
 
 /// Every SQLite queue migration, in order.
-const QUEUE_SQLITE_MIGRATIONS: &[&str] = &[include_str!("../migrations/queue-sqlite/0001_queue.sql")];
+const QUEUE_SQLITE_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/queue-sqlite/0001_queue.sql"),
+    include_str!("../migrations/queue-sqlite/0002_callbacks.sql"),
+];
 
 /// Every PostgreSQL queue migration, in order; the same versions as the SQLite ones.
-const QUEUE_POSTGRES_MIGRATIONS: &[&str] = &[include_str!("../migrations/queue-postgres/0001_queue.sql")];
+const QUEUE_POSTGRES_MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/queue-postgres/0001_queue.sql"),
+    include_str!("../migrations/queue-postgres/0002_callbacks.sql"),
+];
 
 /// How many versions ahead of this build a queue database may be (additive migrations only).
 const QUEUE_VERSIONS_TOLERATED_AHEAD: i64 = 1;

@@ -139,6 +139,8 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// Attempts before the job is dead; `None` takes [`QueueConfig::max_attempts`].
     pub max_attempts: Option<u32>,
+    /// Where to POST the job once it is final.
+    pub callback_url: Option<String>,
 }
 
 /// What kind of failure ended an attempt.
@@ -209,6 +211,24 @@ pub struct QueueJob {
     pub updated_at: Millis,
     /// When it reached a final state.
     pub finished_at: Option<Millis>,
+    /// Where its final state is POSTed, if anywhere.
+    pub callback_url: Option<String>,
+    /// `pending`, `delivered` or `failed`, when there is a callback.
+    pub callback_state: Option<String>,
+    /// Delivery attempts so far.
+    pub callback_attempts: u32,
+    /// The last failed delivery.
+    pub callback_error: Option<String>,
+}
+
+/// A final job whose callback is due, claimed for delivery for a while (other senders skip it
+/// until the claim runs out).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackTask {
+    /// The job, final.
+    pub job: QueueJob,
+    /// Where to POST it.
+    pub url: String,
 }
 
 /// The answer to an enqueue.
@@ -347,6 +367,17 @@ pub trait JobQueue: Send + Sync + 'static {
 
     /// Deletes a dead job, recording `actor` in the audit log.
     async fn purge_dead(&self, id: &str, actor: &str) -> Result<(), QueueError>;
+
+    /// Claims up to `limit` due callbacks of final jobs for `hold` (at-least-once delivery: a
+    /// sender that dies lets the claim run out and another sends again).
+    async fn claim_callbacks(&self, limit: u32, hold: Duration) -> Result<Vec<CallbackTask>, QueueError>;
+
+    /// Records a delivered callback.
+    async fn callback_delivered(&self, task: &CallbackTask) -> Result<(), QueueError>;
+
+    /// Records a failed delivery: retried after a backoff, or given up (`failed`) once
+    /// `max_attempts` deliveries failed.
+    async fn callback_failed(&self, task: &CallbackTask, error: &str, max_attempts: u32) -> Result<(), QueueError>;
 
     /// The most recent audit entries, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, QueueError>;

@@ -20,14 +20,15 @@ use sqlx::{AssertSqlSafe, PgPool, Row, SqlSafeStr, SqlStr, SqlitePool};
 use crate::keys::{ApiKeyRecord, KeyStore};
 use crate::migrate::{migrate_queue_postgres, migrate_queue_sqlite};
 use crate::queue::{
-    AuditEntry, Clock, Enqueued, FailureKind, JobError, JobQueue, Lease, ListQuery, Millis, NewJob, Page, QueueConfig,
-    QueueJob, Random, parse_state,
+    AuditEntry, CallbackTask, Clock, Enqueued, FailureKind, JobError, JobQueue, Lease, ListQuery, Millis, NewJob, Page,
+    QueueConfig, QueueJob, Random, parse_state,
 };
 use crate::{JobState, QueueError};
 
 /// The columns of a job, in the order every statement returns them.
 const COLUMNS: &str = "seq, id, batch_id, idempotency_key, payload, state, attempts, max_attempts, run_at, \
-    lease_owner, lease_token, lease_expires_at, last_error, result, created_at, updated_at, finished_at";
+    lease_owner, lease_token, lease_expires_at, last_error, result, created_at, updated_at, finished_at, \
+    callback_url, callback_state, callback_attempts, callback_error";
 
 /// Clears the lease columns; part of every transition out of `running`.
 const NO_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
@@ -60,6 +61,9 @@ struct Statements {
     audit: SqlStr,
     audit_log: SqlStr,
     counts: SqlStr,
+    callbacks_claim: SqlStr,
+    callback_delivered: SqlStr,
+    callback_failed: SqlStr,
     key_insert: SqlStr,
     key_by_hash: SqlStr,
     key_list: SqlStr,
@@ -73,11 +77,13 @@ impl Statements {
             // Without statistics SQLite's planner picks the state index and sorts every
             // runnable job for each claim; the partial index gives the oldest at once.
             let runnable = if dialect == Dialect::Sqlite { "INDEXED BY queue_jobs_runnable" } else { "" };
+            let callbacks = if dialect == Dialect::Sqlite { "INDEXED BY queue_jobs_callbacks" } else { "" };
             let mut text = sql
                 .replace("{cols}", COLUMNS)
                 .replace("{no_lease}", NO_LEASE)
                 .replace("{lock}", lock)
-                .replace("{runnable}", runnable);
+                .replace("{runnable}", runnable)
+                .replace("{callbacks}", callbacks);
             if dialect == Dialect::Sqlite {
                 text = text.replace('$', "?");
             }
@@ -87,7 +93,8 @@ impl Statements {
         Statements {
             enqueue: render(
                 "INSERT INTO queue_jobs (id, batch_id, idempotency_key, payload, state, attempts, max_attempts, \
-                 run_at, created_at, updated_at) VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $6, $6) \
+                 run_at, created_at, updated_at, callback_url, callback_state, callback_next_at) \
+                 VALUES ($1, $2, $3, $4, 'queued', 0, $5, $6, $6, $6, $7, $8, $6) \
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING {cols}",
             ),
             by_key: render("SELECT {cols} FROM queue_jobs WHERE idempotency_key = $1"),
@@ -150,6 +157,20 @@ impl Statements {
                 "SELECT seq, at, actor, action, job_id, detail FROM queue_audit ORDER BY seq DESC LIMIT $1",
             ),
             counts: render("SELECT state, COUNT(*) AS n FROM queue_jobs GROUP BY state"),
+            callbacks_claim: render(
+                "UPDATE queue_jobs SET callback_next_at = $2 WHERE seq IN (SELECT seq FROM queue_jobs {callbacks} \
+                 WHERE callback_state = 'pending' AND callback_next_at <= $1 \
+                 AND state IN ('succeeded', 'rejected', 'dead', 'cancelled') ORDER BY callback_next_at LIMIT $3 {lock}) \
+                 RETURNING {cols}",
+            ),
+            callback_delivered: render(
+                "UPDATE queue_jobs SET callback_state = 'delivered', callback_attempts = callback_attempts + 1, \
+                 callback_error = NULL WHERE id = $1 AND callback_state = 'pending'",
+            ),
+            callback_failed: render(
+                "UPDATE queue_jobs SET callback_state = $1, callback_attempts = callback_attempts + 1, \
+                 callback_error = $2, callback_next_at = $3 WHERE id = $4 AND callback_state = 'pending'",
+            ),
             key_insert: render(
                 "INSERT INTO api_keys (id, hash, scopes, label, created_at) VALUES ($1, $2, $3, $4, $5)",
             ),
@@ -240,6 +261,10 @@ macro_rules! sql_backend {
                     created_at: row.try_get("created_at")?,
                     updated_at: row.try_get("updated_at")?,
                     finished_at: row.try_get("finished_at")?,
+                    callback_url: row.try_get("callback_url")?,
+                    callback_state: row.try_get("callback_state")?,
+                    callback_attempts: row.try_get::<i64, _>("callback_attempts")?.clamp(0, i64::from(u32::MAX)) as u32,
+                    callback_error: row.try_get("callback_error")?,
                 })
             }
 
@@ -266,6 +291,8 @@ macro_rules! sql_backend {
                     .bind(serde_json::to_string(&job.payload)?)
                     .bind(max_attempts)
                     .bind(now)
+                    .bind(&job.callback_url)
+                    .bind(job.callback_url.as_ref().map(|_| "pending"))
                     .fetch_optional(executor)
                     .await?;
                 row.as_ref().map(Self::job_from_row).transpose()
@@ -590,6 +617,46 @@ macro_rules! sql_backend {
                 let detail = json!({ "last_error": job.last_error, "attempts": job.attempts, "payload": job.payload });
                 self.audit_rows(&mut *tx, now, actor, "purge", &job, detail).await?;
                 tx.commit().await?;
+                Ok(())
+            }
+
+            async fn claim_callbacks(&self, limit: u32, hold: Duration) -> Result<Vec<CallbackTask>, QueueError> {
+                let now = self.clock.now_ms();
+                let rows = sqlx::query(self.sql.callbacks_claim.clone())
+                    .bind(now)
+                    .bind(now + millis(hold))
+                    .bind(i64::from(limit.clamp(1, 1000)))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|row| {
+                        let job = Self::job_from_row(row)?;
+                        let url = job.callback_url.clone().unwrap_or_default();
+                        Ok(CallbackTask { job, url })
+                    })
+                    .collect()
+            }
+
+            async fn callback_delivered(&self, task: &CallbackTask) -> Result<(), QueueError> {
+                sqlx::query(self.sql.callback_delivered.clone()).bind(&task.job.id).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn callback_failed(&self, task: &CallbackTask, error: &str, max_attempts: u32) -> Result<(), QueueError> {
+                let now = self.clock.now_ms();
+                let attempts_made = task.job.callback_attempts + 1;
+                let (state, next_at) = if attempts_made >= max_attempts {
+                    ("failed", now)
+                } else {
+                    ("pending", now + millis(self.config.backoff.delay(attempts_made, self.random.as_ref())))
+                };
+                sqlx::query(self.sql.callback_failed.clone())
+                    .bind(state)
+                    .bind(error)
+                    .bind(next_at)
+                    .bind(&task.job.id)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 

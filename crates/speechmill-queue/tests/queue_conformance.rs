@@ -375,6 +375,47 @@ mod cases {
         assert_eq!(h.queue.counts().await.unwrap(), BTreeMap::from([(JobState::Succeeded, 60)]));
     }
 
+    pub async fn callbacks_are_due_once_final_claimed_once_and_retried_with_backoff(h: Harness) {
+        let with_callback = |n| NewJob { callback_url: Some(format!("http://hooks.example/{n}")), ..job(n) };
+        let first = h.queue.enqueue(with_callback(1)).await.unwrap().job;
+        assert_eq!(first.callback_state.as_deref(), Some("pending"));
+        h.queue.enqueue(with_callback(2)).await.unwrap();
+        h.queue.enqueue(job(3)).await.unwrap();
+        let hold = Duration::from_secs(30);
+        assert!(h.queue.claim_callbacks(10, hold).await.unwrap().is_empty(), "not final yet");
+
+        for _ in 0..3 {
+            let lease = h.queue.claim("w1").await.unwrap().unwrap();
+            h.queue.complete(&lease, json!({ "ok": true })).await.unwrap();
+        }
+        let due = h.queue.claim_callbacks(10, hold).await.unwrap();
+        assert_eq!(due.len(), 2, "only jobs with a callback");
+        assert_eq!(due[0].url, "http://hooks.example/1");
+        assert_eq!(due[0].job.state, JobState::Succeeded);
+        assert!(h.queue.claim_callbacks(10, hold).await.unwrap().is_empty(), "claimed for 30 s");
+
+        h.queue.callback_delivered(&due[0]).await.unwrap();
+        h.queue.callback_failed(&due[1], "503 from the receiver", 2).await.unwrap();
+        let failed_once = h.queue.get(&due[1].job.id).await.unwrap().unwrap();
+        assert_eq!(failed_once.callback_state.as_deref(), Some("pending"));
+        assert_eq!(failed_once.callback_error.as_deref(), Some("503 from the receiver"));
+        // First retry after the backoff ceiling (1 s), not before.
+        h.clock.advance(Duration::from_millis(999));
+        assert!(h.queue.claim_callbacks(10, hold).await.unwrap().is_empty());
+        h.clock.advance(Duration::from_millis(1));
+        let retry = h.queue.claim_callbacks(10, hold).await.unwrap();
+        assert_eq!(retry.len(), 1);
+        assert_eq!(retry[0].job.callback_attempts, 1);
+        h.queue.callback_failed(&retry[0], "still down", 2).await.unwrap();
+        let given_up = h.queue.get(&due[1].job.id).await.unwrap().unwrap();
+        assert_eq!(given_up.callback_state.as_deref(), Some("failed"));
+        assert_eq!(given_up.callback_attempts, 2);
+        h.clock.advance(Duration::from_secs(3600));
+        assert!(h.queue.claim_callbacks(10, hold).await.unwrap().is_empty());
+        let delivered = h.queue.get(&first.id).await.unwrap().unwrap();
+        assert_eq!((delivered.callback_state.as_deref(), delivered.callback_attempts), (Some("delivered"), 1));
+    }
+
     pub async fn api_keys_are_found_by_hash_and_can_be_revoked(h: Harness) {
         h.keys.insert_key("k1", "hash-1", &["submit".into(), "read".into()], "ci").await.unwrap();
         h.keys.insert_key("k2", "hash-2", &["admin".into()], "ops").await.unwrap();
@@ -413,6 +454,7 @@ macro_rules! conformance_suite {
                 dead_letters_can_be_listed_replayed_and_purged_with_an_audit_trail,
                 lists_filter_by_state_and_batch_and_page_with_cursors,
                 concurrent_workers_never_claim_one_job_twice,
+                callbacks_are_due_once_final_claimed_once_and_retried_with_backoff,
                 api_keys_are_found_by_hash_and_can_be_revoked,
             );
         }

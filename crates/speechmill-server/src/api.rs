@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::auth::{Caller, KeyHasher, Scope, bearer_key, check_scope};
 use crate::breaker::{Breaker, BreakerView};
+use crate::callbacks::check_url;
 use crate::error::{ApiError, Problem};
 use crate::model::{
     AuditView, BatchRequest, BatchView, Health, JobPage, JobPayload, JobSource, JobView, ListParams, PathJobRequest,
@@ -40,6 +41,8 @@ pub struct Limits {
     pub max_batch_jobs: usize,
     /// Longest wait for one database call.
     pub database_timeout: Duration,
+    /// Hosts that `callback_url` may name; none: callbacks are refused.
+    pub callback_hosts: Vec<String>,
 }
 
 impl Default for Limits {
@@ -49,6 +52,7 @@ impl Default for Limits {
             max_backlog: 100_000,
             max_batch_jobs: 10_000,
             database_timeout: Duration::from_secs(5),
+            callback_hosts: Vec::new(),
         }
     }
 }
@@ -60,6 +64,8 @@ pub struct Breakers {
     pub database: Arc<Breaker>,
     /// Around uploads and output reads.
     pub storage: Arc<Breaker>,
+    /// Around callback deliveries.
+    pub callbacks: Arc<Breaker>,
 }
 
 /// The backlog size, read from the database at most once per refresh interval so that
@@ -224,6 +230,10 @@ impl AppState {
         key.map(|key| format!("{}:{key}", caller.key_id))
     }
 
+    fn callback_url(&self, request: &PathJobRequest) -> Result<Option<String>, ApiError> {
+        request.callback_url.as_deref().map(|url| check_url(url, &self.limits.callback_hosts)).transpose()
+    }
+
     fn path_payload(&self, request: &PathJobRequest) -> Result<JobPayload, ApiError> {
         let path = self.roots.resolve(&request.path).map_err(|err| ApiError::PathRejected(err.to_string()))?;
         if let Some(format) = &request.raw_format {
@@ -281,6 +291,8 @@ struct UploadForm {
     metadata: Option<String>,
     /// How to read headerless PCM: `ENCODING,RATE,CHANNELS`.
     raw_format: Option<String>,
+    /// POSTed the job's JSON once it is final; only to the service's allowed hosts.
+    callback_url: Option<String>,
 }
 
 /// Submits one clip, as a multipart upload (field `file`) or as JSON naming a path under an
@@ -309,23 +321,25 @@ async fn submit_job(State(state): State<AppState>, headers: HeaderMap, request: 
     state.admit(1).await?;
     let idempotency_key = headers.get("idempotency-key").and_then(|value| value.to_str().ok()).map(str::to_string);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
-    let (payload, upload) = if content_type.starts_with("multipart/form-data") {
+    let (payload, upload, callback_url) = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
             .await
             .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-        let (payload, stored) = receive_upload(&state, multipart).await?;
-        (payload, Some(stored))
+        let (payload, stored, callback_url) = receive_upload(&state, multipart).await?;
+        (payload, Some(stored), callback_url)
     } else {
         let Json(body) = Json::<PathJobRequest>::from_request(request, &state)
             .await
             .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
-        (state.path_payload(&body)?, None)
+        let callback_url = state.callback_url(&body)?;
+        (state.path_payload(&body)?, None, callback_url)
     };
     let job = NewJob {
         payload: serde_json::to_value(&payload).map_err(|err| ApiError::Internal(err.to_string()))?,
         batch_id: None,
         idempotency_key: AppState::scoped_key(&caller, idempotency_key.as_deref()),
         max_attempts: None,
+        callback_url,
     };
     let enqueued = match state.db(state.queue.enqueue(job)).await {
         Ok(enqueued) => enqueued,
@@ -350,9 +364,13 @@ async fn submit_job(State(state): State<AppState>, headers: HeaderMap, request: 
 }
 
 /// Streams the `file` field to disk (synced before the job is enqueued) and reads the others.
-async fn receive_upload(state: &AppState, mut multipart: Multipart) -> Result<(JobPayload, String), ApiError> {
+async fn receive_upload(
+    state: &AppState,
+    mut multipart: Multipart,
+) -> Result<(JobPayload, String, Option<String>), ApiError> {
     let mut metadata = Map::new();
     let mut raw_format = None;
+    let mut callback_url = None;
     let mut stored: Option<(String, String)> = None;
     let limit = state.limits.max_upload_bytes;
     let field_error = |err: axum::extract::multipart::MultipartError| {
@@ -404,6 +422,10 @@ async fn receive_upload(state: &AppState, mut multipart: Multipart) -> Result<(J
                         _ => return Err(ApiError::BadRequest("metadata must be a JSON object".into())),
                     }
                 }
+                "callback_url" => {
+                    let text = field.text().await.map_err(field_error)?;
+                    callback_url = Some(check_url(&text, &state.limits.callback_hosts)?);
+                }
                 "raw_format" => {
                     let text = field.text().await.map_err(field_error)?;
                     text.parse::<speechmill_audio::decode::RawFormat>()
@@ -426,7 +448,7 @@ async fn receive_upload(state: &AppState, mut multipart: Multipart) -> Result<(J
         return Err(ApiError::BadRequest("the multipart body has no file field".into()));
     };
     let payload = JobPayload { source: JobSource::Upload { stored: name.clone(), filename }, metadata, raw_format };
-    Ok((payload, name))
+    Ok((payload, name, callback_url))
 }
 
 /// Submits many path jobs at once, all or none.
@@ -472,6 +494,10 @@ async fn submit_batch(
             batch_id: Some(batch_id.clone()),
             idempotency_key: AppState::scoped_key(&caller, request.idempotency_key.as_deref()),
             max_attempts: None,
+            callback_url: state.callback_url(request).map_err(|err| match err {
+                ApiError::BadRequest(detail) => ApiError::BadRequest(format!("jobs[{index}]: {detail}")),
+                other => other,
+            })?,
         });
     }
     let enqueued = state.db(state.queue.enqueue_many(jobs)).await?;
@@ -727,7 +753,7 @@ async fn audit_log(State(state): State<AppState>, headers: HeaderMap) -> Result<
 )]
 async fn breakers(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Vec<BreakerView>>, ApiError> {
     state.caller(&headers, Scope::Read).await?;
-    Ok(Json(vec![state.breakers.database.view(), state.breakers.storage.view()]))
+    Ok(Json(vec![state.breakers.database.view(), state.breakers.storage.view(), state.breakers.callbacks.view()]))
 }
 
 /// The process lives (no dependency is checked).
@@ -798,7 +824,7 @@ impl Modify for BearerKeys {
         list_dead_letters, replay_dead_letter, replay_dead_letters, purge_dead_letter, audit_log,
         breakers, healthz, readyz, openapi_json,
     ),
-    components(schemas(Problem, JobView, JobPage, BatchView, BatchRequest, PathJobRequest, UploadForm, ResultView, ReplayFilter, ReplayCount, AuditView, BreakerView, Health)),
+    components(schemas(Problem, JobView, crate::model::CallbackView, JobPage, BatchView, BatchRequest, PathJobRequest, UploadForm, ResultView, ReplayFilter, ReplayCount, AuditView, BreakerView, Health)),
     modifiers(&BearerKeys),
 )]
 pub struct ApiDoc;

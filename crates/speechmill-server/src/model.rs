@@ -67,6 +67,10 @@ pub struct PathJobRequest {
     /// Per-job idempotency key (in a batch; single submissions use the `Idempotency-Key` header).
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// POSTed the job's JSON once it is final, with retries; only to the service's allowed hosts.
+    #[serde(default)]
+    #[schema(example = "https://hooks.example/speechmill")]
+    pub callback_url: Option<String>,
 }
 
 /// `POST /v1/batches`: many path jobs at once, all or none.
@@ -130,6 +134,21 @@ pub struct JobView {
     pub result: Option<Value>,
     /// The last failed attempt's error.
     pub error: Option<ErrorView>,
+    /// The callback's delivery, when the job has one.
+    pub callback: Option<CallbackView>,
+}
+
+/// Where a job's callback stands.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CallbackView {
+    /// Where it is POSTed.
+    pub url: String,
+    /// `pending`, `delivered` or `failed` (given up).
+    pub state: String,
+    /// Deliveries tried.
+    pub attempts: u32,
+    /// The last failed delivery.
+    pub error: Option<String>,
 }
 
 /// RFC 3339 text of a queue time.
@@ -165,6 +184,12 @@ impl From<&QueueJob> for JobView {
                     .unwrap_or_default(),
                 message: error.message.clone(),
                 context: error.context.clone(),
+            }),
+            callback: job.callback_url.as_ref().map(|url| CallbackView {
+                url: url.clone(),
+                state: job.callback_state.clone().unwrap_or_default(),
+                attempts: job.callback_attempts,
+                error: job.callback_error.clone(),
             }),
         }
     }

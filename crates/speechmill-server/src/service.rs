@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, Breakers, Limits, router};
 use crate::auth::{KeyHasher, SecretError};
 use crate::breaker::{Breaker, BreakerConfig};
+use crate::callbacks::{CallbackSettings, run_sender};
 use crate::storage::{InputRoots, LocalStorage, StorageError};
 use crate::worker::{WorkerSettings, run_reaper, run_workers};
 
@@ -75,6 +76,8 @@ pub struct ServiceConfig {
     pub breaker: BreakerConfig,
     /// Seconds of standardised audio a clip holds in memory before spilling to disk.
     pub memory_limit_seconds: f64,
+    /// How callbacks are sent (the allowed hosts are `limits.callback_hosts`).
+    pub callbacks: CallbackSettings,
 }
 
 impl ServiceConfig {
@@ -94,6 +97,7 @@ impl ServiceConfig {
             pipeline: PipelineConfig::default(),
             breaker: BreakerConfig::default(),
             memory_limit_seconds: 600.0,
+            callbacks: CallbackSettings::default(),
         }
     }
 }
@@ -141,7 +145,8 @@ impl Service {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let breakers = Breakers {
             database: Arc::new(Breaker::new("database", config.breaker.clone(), clock.clone())),
-            storage: Arc::new(Breaker::new("storage", config.breaker.clone(), clock)),
+            storage: Arc::new(Breaker::new("storage", config.breaker.clone(), clock.clone())),
+            callbacks: Arc::new(Breaker::new("callbacks", config.breaker.clone(), clock)),
         };
         let state = AppState::new(
             stores.queue,
@@ -180,6 +185,17 @@ impl Service {
             (config.queue.lease / 3).max(Duration::from_millis(100)),
             stop_claims.clone(),
         ));
+        // Every node with workers sends callbacks; API-only nodes leave it to them.
+        if config.workers > 0 {
+            let settings =
+                CallbackSettings { allowed_hosts: config.limits.callback_hosts.clone(), ..config.callbacks.clone() };
+            background.spawn(run_sender(
+                state.queue.clone(),
+                state.breakers.callbacks.clone(),
+                settings,
+                stop_claims.clone(),
+            ));
+        }
         let workers = if config.workers > 0 {
             let settings = WorkerSettings {
                 workers: config.workers,

@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// Unfinished jobs above which submissions are refused with 429 and Retry-After.
     #[arg(long, value_name = "JOBS", default_value_t = 100_000)]
     pub max_backlog: u64,
+    /// A host that `callback_url` may name (repeatable); without one, callbacks are refused.
+    #[arg(long = "callback-host", value_name = "HOST")]
+    pub callback_hosts: Vec<String>,
     /// The node's settings.
     #[command(flatten)]
     pub node: NodeArgs,
