@@ -120,11 +120,14 @@ pub struct QueueConfig {
     pub max_attempts: u32,
     /// Delay between attempts.
     pub backoff: Backoff,
+    /// Commit concurrent enqueues, claims and completions together, one transaction for many
+    /// (one writer task per queue); off, each runs in its own transaction.
+    pub group_commit: bool,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        QueueConfig { lease: Duration::from_secs(30), max_attempts: 5, backoff: Backoff::default() }
+        QueueConfig { lease: Duration::from_secs(30), max_attempts: 5, backoff: Backoff::default(), group_commit: true }
     }
 }
 

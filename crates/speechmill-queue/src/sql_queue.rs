@@ -236,7 +236,7 @@ fn is_database_error(err: &QueueError) -> bool {
 
 /// Generates the queue and key-store implementations of one backend from the statements above.
 macro_rules! sql_backend {
-    ($backend:ident, $db:ty) => {
+    ($backend:ident, $db:ty, $begin:expr) => {
         impl $backend {
             fn job_from_row(row: &<$db as sqlx::Database>::Row) -> Result<QueueJob, QueueError> {
                 let json = |column: &str| -> Result<Option<Value>, QueueError> {
@@ -356,6 +356,62 @@ macro_rules! sql_backend {
                     .fetch_optional(&mut *conn)
                     .await?;
                 row.as_ref().map(Self::job_from_row).transpose()?.ok_or_else(|| lease_lost(lease))
+            }
+
+            /// Commits operations in groups until every sender is gone.
+            async fn group_writer(self, mut receiver: tokio::sync::mpsc::Receiver<GroupOp>) {
+                let mut ops = Vec::with_capacity(MAX_GROUP);
+                while receiver.recv_many(&mut ops, MAX_GROUP).await > 0 {
+                    self.commit_group(std::mem::take(&mut ops)).await;
+                }
+            }
+
+            /// Runs a group in one transaction (a savepoint would not help: a database error fails the
+            /// group, and every operation in it is answered with that error, nothing committed).
+            async fn commit_group(&self, ops: Vec<GroupOp>) {
+                let fail_all = |ops: Vec<GroupOp>, err: &QueueError| {
+                    for op in ops {
+                        let _ = op
+                            .reply
+                            .send(Err(QueueError::GroupCommit { transient: err.is_transient(), message: err.to_string() }));
+                    }
+                };
+                let mut conn = match self.pool.acquire().await {
+                    Ok(conn) => conn,
+                    Err(err) => return fail_all(ops, &err.into()),
+                };
+                if let Err(err) = sqlx::raw_sql($begin).execute(&mut *conn).await {
+                    return fail_all(ops, &err.into());
+                }
+                let now = self.clock.now_ms();
+                let mut answers = Vec::with_capacity(ops.len());
+                let mut failure = None;
+                for op in &ops {
+                    let answer = self.run_op(&mut conn, &op.kind, now).await;
+                    if let Err(err) = &answer
+                        && is_database_error(err)
+                    {
+                        failure = Some(QueueError::GroupCommit { transient: err.is_transient(), message: err.to_string() });
+                        break;
+                    }
+                    answers.push(answer);
+                }
+                if let Some(err) = failure {
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                    return fail_all(ops, &err);
+                }
+                if let Err(err) = sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
+                    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+                    return fail_all(ops, &err.into());
+                }
+                for (op, answer) in ops.into_iter().zip(answers) {
+                    let _ = op.reply.send(answer);
+                }
+            }
+
+            /// Closes the pool (for SQLite, checkpointing the write-ahead log).
+            pub async fn close(&self) {
+                self.pool.close().await;
             }
 
             /// Runs one operation: through the group-commit writer when there is one (SQLite),
@@ -743,7 +799,8 @@ pub struct SqliteQueue {
     clock: Arc<dyn Clock>,
     /// The source of backoff jitter.
     random: Arc<dyn Random>,
-    /// The group-commit writer's queue; `None` inside the writer itself.
+    /// The group-commit writer's queue; `None` inside the writer itself, or without group
+    /// commit.
     group: Option<tokio::sync::mpsc::Sender<GroupOp>>,
 }
 
@@ -794,6 +851,9 @@ impl SqliteQueue {
         migrate_queue_sqlite(&pool).await?;
         let writer =
             SqliteQueue { pool, sql: Arc::new(Statements::new(Dialect::Sqlite)), config, clock, random, group: None };
+        if !writer.config.group_commit {
+            return Ok(writer);
+        }
         let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
         let queue = SqliteQueue {
             pool: writer.pool.clone(),
@@ -806,65 +866,10 @@ impl SqliteQueue {
         tokio::spawn(writer.group_writer(receiver));
         Ok(queue)
     }
-
-    /// Commits operations in groups until every sender is gone.
-    async fn group_writer(self, mut receiver: tokio::sync::mpsc::Receiver<GroupOp>) {
-        let mut ops = Vec::with_capacity(MAX_GROUP);
-        while receiver.recv_many(&mut ops, MAX_GROUP).await > 0 {
-            self.commit_group(std::mem::take(&mut ops)).await;
-        }
-    }
-
-    /// Runs a group in one transaction (a savepoint would not help: a database error fails the
-    /// group, and every operation in it is answered with that error, nothing committed).
-    async fn commit_group(&self, ops: Vec<GroupOp>) {
-        let fail_all = |ops: Vec<GroupOp>, err: &QueueError| {
-            for op in ops {
-                let _ = op
-                    .reply
-                    .send(Err(QueueError::GroupCommit { transient: err.is_transient(), message: err.to_string() }));
-            }
-        };
-        let mut conn = match self.pool.acquire().await {
-            Ok(conn) => conn,
-            Err(err) => return fail_all(ops, &err.into()),
-        };
-        if let Err(err) = sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await {
-            return fail_all(ops, &err.into());
-        }
-        let now = self.clock.now_ms();
-        let mut answers = Vec::with_capacity(ops.len());
-        let mut failure = None;
-        for op in &ops {
-            let answer = self.run_op(&mut conn, &op.kind, now).await;
-            if let Err(err) = &answer
-                && is_database_error(err)
-            {
-                failure = Some(QueueError::GroupCommit { transient: err.is_transient(), message: err.to_string() });
-                break;
-            }
-            answers.push(answer);
-        }
-        if let Some(err) = failure {
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-            return fail_all(ops, &err);
-        }
-        if let Err(err) = sqlx::raw_sql("COMMIT").execute(&mut *conn).await {
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-            return fail_all(ops, &err.into());
-        }
-        for (op, answer) in ops.into_iter().zip(answers) {
-            let _ = op.reply.send(answer);
-        }
-    }
-
-    /// Closes the pool, checkpointing the write-ahead log.
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
-sql_backend!(SqliteQueue, sqlx::Sqlite);
+// BEGIN IMMEDIATE takes the write lock at once, so a group never fails upgrading a read lock.
+sql_backend!(SqliteQueue, sqlx::Sqlite, "BEGIN IMMEDIATE");
 
 /// The queue on PostgreSQL: many `serve` and `worker` processes on many machines share it.
 pub struct PostgresQueue {
@@ -878,7 +883,8 @@ pub struct PostgresQueue {
     clock: Arc<dyn Clock>,
     /// The source of backoff jitter.
     random: Arc<dyn Random>,
-    /// Always `None`: PostgreSQL commits concurrent transactions in groups by itself.
+    /// The group-commit writer's queue; `None` inside the writer itself, or without group
+    /// commit.
     group: Option<tokio::sync::mpsc::Sender<GroupOp>>,
 }
 
@@ -890,26 +896,37 @@ impl PostgresQueue {
         clock: Arc<dyn Clock>,
         random: Arc<dyn Random>,
     ) -> Result<Self, QueueError> {
+        // The acquire timeout is shorter than the API's database timeout, so an unreachable
+        // server shows as a transient pool error rather than a hung request.
         let pool =
-            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5)).connect(url).await?;
+            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(3)).connect(url).await?;
         migrate_queue_postgres(&pool).await?;
-        Ok(PostgresQueue {
+        let writer = PostgresQueue {
             pool,
             sql: Arc::new(Statements::new(Dialect::Postgres)),
             config,
             clock,
             random,
             group: None,
-        })
-    }
-
-    /// Closes the pool.
-    pub async fn close(&self) {
-        self.pool.close().await;
+        };
+        if !writer.config.group_commit {
+            return Ok(writer);
+        }
+        let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
+        let queue = PostgresQueue {
+            pool: writer.pool.clone(),
+            sql: writer.sql.clone(),
+            config: writer.config.clone(),
+            clock: writer.clock.clone(),
+            random: writer.random.clone(),
+            group: Some(sender),
+        };
+        tokio::spawn(writer.group_writer(receiver));
+        Ok(queue)
     }
 }
 
-sql_backend!(PostgresQueue, sqlx::Postgres);
+sql_backend!(PostgresQueue, sqlx::Postgres, "BEGIN");
 
 #[cfg(test)]
 mod tests {

@@ -25,8 +25,9 @@ impl Random for Ceiling {
     }
 }
 
-fn config() -> QueueConfig {
+fn config_with(group_commit: bool) -> QueueConfig {
     QueueConfig {
+        group_commit,
         lease: Duration::from_secs(30),
         max_attempts: 3,
         backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) },
@@ -49,23 +50,49 @@ mod backends {
     use super::*;
 
     pub async fn sqlite() -> Harness {
+        sqlite_with(true).await
+    }
+
+    pub async fn sqlite_per_call() -> Harness {
+        sqlite_with(false).await
+    }
+
+    async fn sqlite_with(group_commit: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let clock = ManualClock::new(START);
         let queue = Arc::new(
-            SqliteQueue::open(&dir.path().join("queue.sqlite"), config(), Arc::new(clock.clone()), Arc::new(Ceiling))
-                .await
-                .unwrap(),
+            SqliteQueue::open(
+                &dir.path().join("queue.sqlite"),
+                config_with(group_commit),
+                Arc::new(clock.clone()),
+                Arc::new(Ceiling),
+            )
+            .await
+            .unwrap(),
         );
         Harness { queue: queue.clone(), keys: queue, clock, _database: Box::new(dir) }
     }
 
     pub async fn postgres() -> Harness {
+        postgres_with(true).await
+    }
+
+    pub async fn postgres_per_call() -> Harness {
+        postgres_with(false).await
+    }
+
+    async fn postgres_with(group_commit: bool) -> Harness {
         let database = TempPostgres::create().await;
         let clock = ManualClock::new(START);
         let queue = Arc::new(
-            PostgresQueue::connect(&database.url(), config(), Arc::new(clock.clone()), Arc::new(Ceiling))
-                .await
-                .unwrap(),
+            PostgresQueue::connect(
+                &database.url(),
+                config_with(group_commit),
+                Arc::new(clock.clone()),
+                Arc::new(Ceiling),
+            )
+            .await
+            .unwrap(),
         );
         Harness { queue: queue.clone(), keys: queue, clock, _database: Box::new(database) }
     }
@@ -471,3 +498,6 @@ macro_rules! conformance_suite {
 
 conformance_suite!(sqlite);
 conformance_suite!(postgres);
+// The same cases without group commit: each operation in its own transaction.
+conformance_suite!(sqlite_per_call);
+conformance_suite!(postgres_per_call);
