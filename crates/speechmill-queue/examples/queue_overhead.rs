@@ -98,7 +98,7 @@ async fn main() {
     );
 
     for group_commit in [true, false] {
-        let config = QueueConfig { group_commit, ..QueueConfig::default() };
+        let config = QueueConfig { group_commit: Some(group_commit), ..QueueConfig::default() };
         let suffix = if group_commit { "grouped" } else { "per call" };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("queue.sqlite");

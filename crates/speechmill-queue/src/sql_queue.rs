@@ -851,7 +851,7 @@ impl SqliteQueue {
         migrate_queue_sqlite(&pool).await?;
         let writer =
             SqliteQueue { pool, sql: Arc::new(Statements::new(Dialect::Sqlite)), config, clock, random, group: None };
-        if !writer.config.group_commit {
+        if !writer.config.group_commit.unwrap_or(true) {
             return Ok(writer);
         }
         let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
@@ -909,7 +909,7 @@ impl PostgresQueue {
             random,
             group: None,
         };
-        if !writer.config.group_commit {
+        if !writer.config.group_commit.unwrap_or(false) {
             return Ok(writer);
         }
         let (sender, receiver) = tokio::sync::mpsc::channel(4 * MAX_GROUP);

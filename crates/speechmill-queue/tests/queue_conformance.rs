@@ -27,7 +27,7 @@ impl Random for Ceiling {
 
 fn config_with(group_commit: bool) -> QueueConfig {
     QueueConfig {
-        group_commit,
+        group_commit: Some(group_commit),
         lease: Duration::from_secs(30),
         max_attempts: 3,
         backoff: Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) },
