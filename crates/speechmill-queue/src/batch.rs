@@ -13,7 +13,7 @@ use crate::QueueError;
 use crate::migrate::migrate_sqlite;
 
 /// Where a job is in its life. Every job ends in exactly one final state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Waiting to be processed.

@@ -39,6 +39,22 @@ pub enum Command {
     /// kept in DIR/.speechmill/run.sqlite: if the run is interrupted, the same command resumes it.
     #[command(after_help = AFTER_HELP)]
     Process(ProcessArgs),
+    /// Run the service: the HTTP API with embedded workers, on the data in --data-dir.
+    Serve(crate::serve::ServeArgs),
+    /// Run workers only, sharing the queue of --data-dir or --database-url.
+    Worker(crate::serve::WorkerArgs),
+    /// Manage the service's API keys.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::serve::KeysCommand,
+    },
+    /// Inspect, replay and purge dead letters.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::serve::DlqCommand,
+    },
     /// Inspect the configuration.
     Config {
         /// What to do with it.

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod process;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,10 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Process(args) => process::run(args),
         Command::Config { command: ConfigCommand::Show(args) } => cli::show_config(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Worker(args) => serve::worker(args),
+        Command::Keys { command } => serve::keys(command),
+        Command::Dlq { command } => serve::dlq(command),
     };
     ExitCode::from(code)
 }

@@ -1,0 +1,439 @@
+//! `speechmill serve`, `worker`, `keys` and `dlq`: thin wiring of flags into
+//! `speechmill-server` and `speechmill-queue`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::json;
+use speechmill_queue::{JobQueue, JobState, ListQuery, QueueConfig, QueueError};
+use speechmill_server::auth::{KeyHasher, Scope, create_key};
+use speechmill_server::model::{JobView, rfc3339};
+use speechmill_server::service::{open_data, secret_path};
+use speechmill_server::{Limits, Service, ServiceConfig};
+
+use crate::config::{Config, LogFormat};
+use crate::exit;
+
+/// Where a node's data and queue are.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// The data folder (created if missing): the SQLite queue, uploads, outputs, the API key
+    /// secret.
+    #[arg(long, value_name = "DIR", env = "SPEECHMILL_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// A shared PostgreSQL queue (`postgres://user@host/db`) instead of SQLite in the data folder.
+    #[arg(long, value_name = "URL", env = "SPEECHMILL_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+/// Flags of nodes that run workers.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Data folder and database.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Configuration file (TOML) for the clip pipeline and logging.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Concurrent jobs in this node (default: one per core; 0: no workers).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// This process's lease-owner name; unique per process sharing a queue. A restarted process
+    /// with the same name takes its stale leases back at once [default: HOST-serve or HOST-worker].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// How long a claimed job is held without a heartbeat.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub lease_seconds: f64,
+    /// Attempts before a failing job is dead.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_attempts: u32,
+    /// How long an idle worker waits before asking the queue again.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub poll_interval_ms: u64,
+    /// A job running longer than this fails with `timeout`.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    pub job_timeout_seconds: f64,
+    /// On SIGTERM, running jobs get this long to finish before they are handed back.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
+    pub drain_timeout_seconds: f64,
+    /// Log level (default info).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// A folder JSON submissions may name files in (repeatable); without one, only uploads.
+    #[arg(long = "input-root", value_name = "DIR")]
+    pub input_roots: Vec<PathBuf>,
+    /// Largest accepted upload.
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+    /// Unfinished jobs above which submissions are refused with 429 and Retry-After.
+    #[arg(long, value_name = "JOBS", default_value_t = 100_000)]
+    pub max_backlog: u64,
+    /// A host that `callback_url` may name (repeatable); without one, callbacks are refused.
+    #[arg(long = "callback-host", value_name = "HOST")]
+    pub callback_hosts: Vec<String>,
+    /// The node's settings.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Arguments of `worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The node's settings.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once, alone on the last line of standard output.
+    Create {
+        /// Data folder and database.
+        #[command(flatten)]
+        data: DataArgs,
+        /// Comma-separated scopes: submit, read, admin.
+        #[arg(long, value_name = "SCOPES", default_value = "submit,read")]
+        scopes: String,
+        /// A note for people.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        /// Data folder and database.
+        #[command(flatten)]
+        data: DataArgs,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        /// Data folder and database.
+        #[command(flatten)]
+        data: DataArgs,
+        /// The key's id (`keys list`).
+        id: String,
+    },
+}
+
+/// `dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters with their attempts and last error.
+    List {
+        /// Data folder and database.
+        #[command(flatten)]
+        data: DataArgs,
+        /// Only this batch.
+        #[arg(long)]
+        batch: Option<String>,
+    },
+    /// Show one dead letter as JSON.
+    Show {
+        /// Data folder and database.
+        #[command(flatten)]
+        data: DataArgs,
+        /// The job id.
+        id: String,
+    },
+    /// Put dead letters back in the queue (recorded in the audit log).
+    Replay {
+        /// Data folder and database.
+        #[command(flatten)]
+        data: DataArgs,
+        /// One job; without it, every dead letter (of --batch, if given).
+        id: Option<String>,
+        /// Only this batch (without an id).
+        #[arg(long)]
+        batch: Option<String>,
+    },
+    /// Delete a dead letter (recorded in the audit log).
+    Purge {
+        /// Data folder and database.
+        #[command(flatten)]
+        data: DataArgs,
+        /// The job id.
+        id: String,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+/// Runs a node to completion, then stops the runtime without waiting for a clip stuck past the
+/// drain deadline (its job was handed back; its thread cannot be interrupted).
+fn run_node(work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(work);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "node".into())
+}
+
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{flag} must be positive"))
+}
+
+fn init_logging(config: &Config, node: &NodeArgs) {
+    // A service logs its own events at info; the decoder's complaints about a client's file are
+    // already in the job's rejection.
+    const SERVICE_DEFAULT: &str = "warn,speechmill=info,speechmill_server=info,symphonia_core=off";
+    let level = node.log_level.clone().unwrap_or_else(|| {
+        if config.log.level == crate::config::LogConfig::default().level {
+            SERVICE_DEFAULT.into()
+        } else {
+            config.log.level.clone()
+        }
+    });
+    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(SERVICE_DEFAULT));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match node.log_format.unwrap_or(config.log.format) {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Builds a node's configuration from flags and the configuration file.
+fn node_config(node: &NodeArgs, role: &str) -> anyhow::Result<ServiceConfig> {
+    let config = Config::load(Config::file_from(node.config.clone()).as_deref(), json!({}))?;
+    init_logging(&config, node);
+    let mut service = ServiceConfig::new(node.data.data_dir.clone());
+    service.database_url = node.data.database_url.clone();
+    service.pipeline = config.pipeline;
+    service.memory_limit_seconds = config.run.memory_limit_seconds;
+    service.workers =
+        node.workers.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
+    service.node_name = node.node_name.clone().unwrap_or_else(|| format!("{}-{role}", host_name()));
+    service.queue = QueueConfig {
+        lease: seconds(node.lease_seconds, "lease-seconds")?,
+        max_attempts: node.max_attempts.max(1),
+        ..QueueConfig::default()
+    };
+    service.poll_interval = Duration::from_millis(node.poll_interval_ms.max(1));
+    service.job_timeout = seconds(node.job_timeout_seconds, "job-timeout-seconds")?;
+    service.drain_timeout = Duration::try_from_secs_f64(node.drain_timeout_seconds).unwrap_or_default();
+    Ok(service)
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+fn finish(result: anyhow::Result<()>) -> u8 {
+    match result {
+        Ok(()) => exit::OK,
+        Err(err) => {
+            eprintln!("speechmill: {err:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// `speechmill serve`.
+pub fn serve(args: ServeArgs) -> u8 {
+    let run = || -> anyhow::Result<()> {
+        let mut config = node_config(&args.node, "serve")?;
+        config.input_roots = args.input_roots.clone();
+        config.limits =
+            Limits { max_upload_bytes: args.max_upload_bytes, max_backlog: args.max_backlog, ..Limits::default() };
+        run_node(async {
+            let service = Service::open(config.clone()).await?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let address = listener.local_addr()?;
+            tracing::info!(address = %address, data_dir = %config.data_dir.display(), workers = config.workers, node = %config.node_name, "speechmill serving");
+            eprintln!("speechmill: listening on http://{address}");
+            service.run(Some(listener), shutdown_signal()).await?;
+            Ok(())
+        })
+    };
+    finish(run())
+}
+
+/// `speechmill worker`.
+pub fn worker(args: WorkerArgs) -> u8 {
+    let run = || -> anyhow::Result<()> {
+        let config = node_config(&args.node, "worker")?;
+        if config.workers == 0 {
+            anyhow::bail!("--workers must be at least 1 for a worker node");
+        }
+        run_node(async {
+            let service = Service::open(config.clone()).await?;
+            tracing::info!(workers = config.workers, node = %config.node_name, "speechmill worker started");
+            service.run(None, shutdown_signal()).await?;
+            Ok(())
+        })
+    };
+    finish(run())
+}
+
+/// `speechmill keys ...`.
+pub fn keys(command: KeysCommand) -> u8 {
+    let run = || -> anyhow::Result<()> {
+        runtime()?.block_on(async {
+            match command {
+                KeysCommand::Create { data, scopes, label } => {
+                    let scopes: Vec<Scope> = scopes
+                        .split(',')
+                        .filter(|scope| !scope.trim().is_empty())
+                        .map(str::parse)
+                        .collect::<Result<_, String>>()
+                        .map_err(anyhow::Error::msg)?;
+                    anyhow::ensure!(!scopes.is_empty(), "--scopes names no scope");
+                    let stores =
+                        open_data(&data.data_dir, data.database_url.as_deref(), QueueConfig::default()).await?;
+                    let hasher = KeyHasher::load_or_create(&secret_path(&data.data_dir))?;
+                    let key = create_key(stores.keys.as_ref(), &hasher, &scopes, &label).await?;
+                    let names: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+                    eprintln!(
+                        "speechmill: created key {} with scopes {}; it is shown only now",
+                        key.id,
+                        names.join(",")
+                    );
+                    println!("{}", key.key);
+                }
+                KeysCommand::List { data } => {
+                    let stores =
+                        open_data(&data.data_dir, data.database_url.as_deref(), QueueConfig::default()).await?;
+                    for key in stores.keys.list_keys().await? {
+                        let revoked = key
+                            .revoked_at
+                            .map(|at| format!("revoked {}", rfc3339(at)))
+                            .unwrap_or_else(|| "active".into());
+                        println!(
+                            "{}\t{}\t{}\t{}\t{}",
+                            key.id,
+                            key.scopes.join(","),
+                            rfc3339(key.created_at),
+                            revoked,
+                            key.label
+                        );
+                    }
+                }
+                KeysCommand::Revoke { data, id } => {
+                    let stores =
+                        open_data(&data.data_dir, data.database_url.as_deref(), QueueConfig::default()).await?;
+                    anyhow::ensure!(stores.keys.revoke_key(&id).await?, "no active key {id}");
+                    eprintln!("speechmill: revoked key {id}");
+                }
+            }
+            Ok(())
+        })
+    };
+    finish(run())
+}
+
+async fn open_queue(data: &DataArgs) -> anyhow::Result<std::sync::Arc<dyn JobQueue>> {
+    Ok(open_data(&data.data_dir, data.database_url.as_deref(), QueueConfig::default()).await?.queue)
+}
+
+/// `speechmill dlq ...`: what the dead-letter API does, from the command line (actor `cli`).
+pub fn dlq(command: DlqCommand) -> u8 {
+    let run = || -> anyhow::Result<()> {
+        runtime()?.block_on(async {
+            match command {
+                DlqCommand::List { data, batch } => {
+                    let queue = open_queue(&data).await?;
+                    let mut query =
+                        ListQuery { state: Some(JobState::Dead), batch_id: batch, limit: 1000, cursor: None };
+                    loop {
+                        let page = queue.list(&query).await?;
+                        for job in &page.jobs {
+                            let view = JobView::from(job);
+                            let error = view
+                                .error
+                                .map(|error| format!("{}: {}", error.kind, error.message))
+                                .unwrap_or_default();
+                            println!(
+                                "{}\t{}\tattempts={}\t{}\t{}",
+                                view.id, view.updated_at, view.attempts, view.source, error
+                            );
+                        }
+                        match page.next_cursor {
+                            Some(cursor) => query.cursor = Some(cursor),
+                            None => break,
+                        }
+                    }
+                }
+                DlqCommand::Show { data, id } => {
+                    let queue = open_queue(&data).await?;
+                    let job = queue.get(&id).await?.with_context(|| format!("no job {id}"))?;
+                    println!("{}", serde_json::to_string_pretty(&JobView::from(&job))?);
+                }
+                DlqCommand::Replay { data, id, batch } => {
+                    let queue = open_queue(&data).await?;
+                    match id {
+                        Some(id) => {
+                            anyhow::ensure!(batch.is_none(), "give a job id or --batch, not both");
+                            queue.replay_dead(&id, "cli").await.map_err(explain)?;
+                            eprintln!("speechmill: job {id} is queued again");
+                        }
+                        None => {
+                            let count = queue.replay_dead_where(batch.as_deref(), "cli").await?;
+                            eprintln!("speechmill: {count} dead letters queued again");
+                        }
+                    }
+                }
+                DlqCommand::Purge { data, id } => {
+                    let queue = open_queue(&data).await?;
+                    queue.purge_dead(&id, "cli").await.map_err(explain)?;
+                    eprintln!("speechmill: job {id} purged");
+                }
+            }
+            Ok(())
+        })
+    };
+    finish(run())
+}
+
+fn explain(err: QueueError) -> anyhow::Error {
+    match err {
+        QueueError::InvalidState { id, state } => anyhow::anyhow!("job {id} is {}, not dead", state.as_str()),
+        other => other.into(),
+    }
+}

@@ -1,0 +1,464 @@
+//! The service end to end through the real binary: `keys create`, `serve`, `worker` and `dlq`
+//! as processes, spoken to over HTTP, killed with SIGKILL and stopped with SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A running `speechmill serve` or `worker`, killed if the test ends early.
+struct Node {
+    child: Child,
+    /// `http://ADDR` of a `serve` node.
+    base: Option<String>,
+}
+
+impl Node {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut command = speechmill();
+        command.args(args).stdout(Stdio::null()).stderr(Stdio::piped()).current_dir(repo());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start speechmill");
+        let stderr = child.stderr.take().unwrap();
+        let (sender, receiver) = mpsc::channel();
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(address) = line.strip_prefix("speechmill: listening on ") {
+                    let _ = sender.send(address.trim().to_string());
+                }
+            }
+        });
+        let base = if args[0] == "serve" {
+            Some(receiver.recv_timeout(Duration::from_secs(30)).expect("serve printed its address"))
+        } else {
+            None
+        };
+        Node { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base.as_deref().expect("a serve node"))
+    }
+
+    fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    fn terminate(&mut self, within: Duration) -> Option<i32> {
+        let status = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the node did not stop within {within:?} of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Creates a key with these scopes through the binary; the key is the last line of stdout.
+fn create_key(data: &Path, scopes: &str) -> String {
+    let output = speechmill().args(["keys", "create", "--scopes", scopes, "--data-dir"]).arg(data).output().unwrap();
+    assert_exit(&output, 0);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().to_string();
+    assert!(key.starts_with("smk_"), "{stdout:?}");
+    key
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+}
+
+async fn get_job(node: &Node, key: &str, id: &str) -> Value {
+    let response = client().get(node.url(&format!("/v1/jobs/{id}"))).bearer_auth(key).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// Polls a job until `done` holds, or panics after `within`.
+async fn wait_for(node: &Node, key: &str, id: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let job = get_job(node, key, id).await;
+        if done(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job never reached the expected state: {job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn speech_clip() -> PathBuf {
+    repo().join("testdata/real-speech/pocketsphinx-testdata/sense_and_sensibility_01_austen_64kb-0880.wav")
+}
+
+/// A long real-speech clip (the 7.1 s LibriVox recording, 60 times: about 7 minutes), which
+/// keeps a worker busy for long enough to kill it or stop it mid-job.
+fn long_clip(folder: &Path) -> PathBuf {
+    let source =
+        repo().join("testdata/real-speech/pocketsphinx-testdata/sense_and_sensibility_01_austen_64kb-0870.wav");
+    let mut reader = hound::WavReader::open(source).unwrap();
+    let spec = reader.spec();
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    let path = folder.join("long.wav");
+    let mut writer = hound::WavWriter::create(&path, spec).unwrap();
+    for _ in 0..60 {
+        for &sample in &samples {
+            writer.write_sample(sample).unwrap();
+        }
+    }
+    writer.finalize().unwrap();
+    path
+}
+
+/// Accept clips of any length, so the long clip succeeds.
+const LONG_CLIPS_PASS: (&str, &str) = ("SPEECHMILL_GATE__MAX_DURATION_S", "3600");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_submitted_over_http_is_processed_and_its_result_and_audio_can_be_fetched() {
+    let data = tempfile::tempdir().unwrap();
+    let key = create_key(data.path(), "submit,read");
+    let reader = create_key(data.path(), "read");
+    let root = repo().join("testdata/real-speech");
+    let mut node = Node::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--input-root",
+            root.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let http = client();
+
+    // Open endpoints, and the OpenAPI document generated from the code.
+    assert_eq!(http.get(node.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(node.url("/readyz")).send().await.unwrap().status(), 200);
+    let openapi: Value = http.get(node.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(openapi["openapi"], "3.1.0");
+    for path in ["/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/result", "/v1/batches", "/v1/dead-letters", "/readyz"] {
+        assert!(openapi["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+
+    // No key, a wrong key, a key without the scope.
+    let no_key = http.post(node.url("/v1/jobs")).json(&json!({ "path": "x.wav" })).send().await.unwrap();
+    assert_eq!(no_key.status(), 401);
+    assert_eq!(no_key.headers()["content-type"], "application/problem+json");
+    let problem: Value = no_key.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:speechmill:problem:unauthorized");
+    let wrong = http.get(node.url("/v1/jobs")).bearer_auth("smk_nope_nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let read_only =
+        http.post(node.url("/v1/jobs")).bearer_auth(&reader).json(&json!({ "path": "x.wav" })).send().await.unwrap();
+    assert_eq!(read_only.status(), 403);
+
+    // Path confinement: `..`, and a file outside the roots.
+    for outside in ["../../Cargo.toml", "/etc/passwd"] {
+        let refused =
+            http.post(node.url("/v1/jobs")).bearer_auth(&key).json(&json!({ "path": outside })).send().await.unwrap();
+        assert_eq!(refused.status(), 400, "{outside}");
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["type"], "urn:speechmill:problem:path-rejected");
+    }
+
+    // A multipart upload of a real recording.
+    let bytes = std::fs::read(speech_clip()).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(bytes).file_name("0880.wav"))
+        .text("metadata", r#"{"speaker": "librivox", "transcript": "he was not an ill disposed young man"}"#);
+    let created = http.post(node.url("/v1/jobs")).bearer_auth(&key).multipart(form).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let job: Value = created.json().await.unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+    assert!(matches!(job["state"].as_str(), Some("queued" | "running")));
+
+    let done = wait_for(&node, &key, &id, Duration::from_secs(60), |job| {
+        job["state"] != "queued" && job["state"] != "running"
+    })
+    .await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 1);
+    assert!(done["finished_at"].is_string());
+
+    let result: Value = http
+        .get(node.url(&format!("/v1/jobs/{id}/result")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let row = &result["row"];
+    assert!((row["duration_s"].as_f64().unwrap() - 2.990).abs() < 0.01, "{row}");
+    assert_eq!(row["sample_rate"], 16000);
+    assert_eq!(row["source"], "0880.wav");
+    assert_eq!(row["transcript"], "he was not an ill disposed young man");
+    let audio = http.get(node.url(result["audio_url"].as_str().unwrap())).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(audio.headers()["content-type"], "audio/flac");
+    let audio = audio.bytes().await.unwrap();
+    assert_eq!(&audio[..4], b"fLaC");
+    assert_eq!(std::fs::read(data.path().join(format!("audio/{id}.flac"))).unwrap(), audio.as_ref());
+
+    // A JSON submission naming a file under the input root, twice with one idempotency key.
+    let submit = || {
+        http.post(node.url("/v1/jobs"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "clip-0880")
+            .json(&json!({ "path": "pocketsphinx-testdata/sense_and_sensibility_01_austen_64kb-0880.wav" }))
+            .send()
+    };
+    let first = submit().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = submit().await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+
+    // A batch, listed by its id.
+    let batch: Value = http
+        .post(node.url("/v1/batches"))
+        .bearer_auth(&key)
+        .json(&json!({ "jobs": [
+            { "path": "alsa-utils/Front_Center.wav" },
+            { "path": "alsa-utils/Noise.wav" },
+        ]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let batch_id = batch["batch_id"].as_str().unwrap();
+    let listed: Value = http
+        .get(node.url(&format!("/v1/jobs?batch={batch_id}&limit=1")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
+    assert!(listed["next_cursor"].is_string());
+    let noise = batch["jobs"][1]["id"].as_str().unwrap();
+    let noise = wait_for(&node, &key, noise, Duration::from_secs(60), |job| job["finished_at"].is_string()).await;
+    assert_eq!(noise["state"], "rejected", "pink noise is not speech: {noise}");
+    assert_eq!(noise["result"]["reason"], "no_speech");
+
+    assert_eq!(node.terminate(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_leaves_the_job_to_be_completed_exactly_once_after_its_lease_expires() {
+    let data = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    long_clip(inputs.path());
+    let key = create_key(data.path(), "submit,read");
+    let data_dir = data.path().to_str().unwrap();
+    let api = Node::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "0",
+            "--data-dir",
+            data_dir,
+            "--input-root",
+            inputs.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let worker_args = |name: &'static str| -> Vec<&str> {
+        vec![
+            "worker",
+            "--workers",
+            "1",
+            "--lease-seconds",
+            "2",
+            "--poll-interval-ms",
+            "50",
+            "--node-name",
+            name,
+            "--data-dir",
+            data_dir,
+        ]
+    };
+    let mut doomed = Node::start(&worker_args("doomed"), &[LONG_CLIPS_PASS]);
+
+    let created: Value = client()
+        .post(api.url("/v1/jobs"))
+        .bearer_auth(&key)
+        .json(&json!({ "path": "long.wav" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let running = wait_for(&api, &key, &id, Duration::from_secs(30), |job| job["state"] == "running").await;
+    assert_eq!(running["attempts"], 1);
+    doomed.kill_9();
+
+    let survivor = Node::start(&worker_args("survivor"), &[LONG_CLIPS_PASS]);
+    let done = wait_for(&api, &key, &id, Duration::from_secs(90), |job| job["finished_at"].is_string()).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "one attempt by the killed worker, one by the survivor");
+    assert_eq!(done["error"]["kind"], "lease_expired");
+    let duration = done["result"]["duration_s"].as_f64().unwrap();
+    assert!((duration - 60.0 * 7.1).abs() < 0.5, "{duration}");
+    // Exactly one output, complete, under its deterministic name; no temporary file left.
+    let audio: Vec<String> = std::fs::read_dir(data.path().join("audio"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(audio, [format!("{id}.flac")]);
+    let listed: Value = client().get(api.url("/v1/jobs")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 1);
+    drop(survivor);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_a_running_job_back_to_the_queue_when_the_drain_deadline_passes() {
+    let data = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    long_clip(inputs.path());
+    let key = create_key(data.path(), "submit,read");
+    let mut node = Node::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--drain-timeout-seconds",
+            "0.2",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--input-root",
+            inputs.path().to_str().unwrap(),
+        ],
+        &[LONG_CLIPS_PASS],
+    );
+    let created: Value = client()
+        .post(node.url("/v1/jobs"))
+        .bearer_auth(&key)
+        .json(&json!({ "path": "long.wav" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    wait_for(&node, &key, &id, Duration::from_secs(30), |job| job["state"] == "running").await;
+    assert_eq!(node.terminate(Duration::from_secs(20)), Some(0));
+
+    let output = speechmill().args(["dlq", "show", &id, "--data-dir"]).arg(data.path()).output().unwrap();
+    assert_exit(&output, 0);
+    let job: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(job["state"], "queued", "handed back: {job}");
+    assert_eq!(job["attempts"], 0, "a handed-back attempt is not counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_times_out_ends_dead_and_the_cli_lists_and_replays_it() {
+    let data = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    long_clip(inputs.path());
+    let key = create_key(data.path(), "submit,read,admin");
+    let node = Node::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--max-attempts",
+            "1",
+            "--job-timeout-seconds",
+            "0.3",
+            "--max-backlog",
+            "2",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--input-root",
+            inputs.path().to_str().unwrap(),
+        ],
+        &[LONG_CLIPS_PASS],
+    );
+    let http = client();
+    let created: Value = http
+        .post(node.url("/v1/jobs"))
+        .bearer_auth(&key)
+        .json(&json!({ "path": "long.wav" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let dead = wait_for(&node, &key, &id, Duration::from_secs(30), |job| job["state"] == "dead").await;
+    assert_eq!(dead["error"]["kind"], "timeout");
+
+    let letters: Value =
+        http.get(node.url("/v1/dead-letters")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(letters["jobs"][0]["id"], id.as_str());
+
+    let listed = speechmill().args(["dlq", "list", "--data-dir"]).arg(data.path()).output().unwrap();
+    assert_exit(&listed, 0);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.contains(&id) && listed.contains("timeout"), "{listed}");
+
+    let replayed = speechmill().args(["dlq", "replay", &id, "--data-dir"]).arg(data.path()).output().unwrap();
+    assert_exit(&replayed, 0);
+    let audit: Value =
+        http.get(node.url("/v1/audit-log")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(audit[0]["action"], "replay");
+    assert_eq!(audit[0]["actor"], "cli");
+    assert_eq!(audit[0]["job_id"], id.as_str());
+    // Not dead any more (queued or already running again): purging it is refused.
+    let purge = speechmill().args(["dlq", "purge", &id, "--data-dir"]).arg(data.path()).output().unwrap();
+    assert_exit(&purge, 1);
+
+    // The backlog limit (2): the replayed job plus one more fill it; the next is refused.
+    let second =
+        http.post(node.url("/v1/jobs")).bearer_auth(&key).json(&json!({ "path": "long.wav" })).send().await.unwrap();
+    assert_eq!(second.status(), 201);
+    let third =
+        http.post(node.url("/v1/jobs")).bearer_auth(&key).json(&json!({ "path": "long.wav" })).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().get("retry-after").is_some());
+    let problem: Value = third.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:speechmill:problem:backlog");
+}
