@@ -125,6 +125,7 @@ enum Filter {
     All,
     Queued,
     Page { after_seq: i64, limit: u32 },
+    QueuedPage { after_seq: i64, limit: u32 },
 }
 
 /// The SQLite store of one batch run.
@@ -214,6 +215,23 @@ impl BatchStore {
         self.select(Filter::Queued).await
     }
 
+    /// Returns jobs left `running` by a killed run to the queue, and counts the unfinished jobs;
+    /// [`BatchStore::queued_page`] then hands them out page by page.
+    pub async fn reset_unfinished(&self) -> Result<u64, QueueError> {
+        sqlx::query("UPDATE jobs SET state = 'queued' WHERE state IN ('running', 'retrying')")
+            .execute(&self.pool)
+            .await?;
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'queued'").fetch_one(&self.pool).await?;
+        Ok(count as u64)
+    }
+
+    /// Up to `limit` queued jobs after position `after_seq` (from the start when `None`), in
+    /// input order.
+    pub async fn queued_page(&self, after_seq: Option<i64>, limit: u32) -> Result<Vec<JobRecord>, QueueError> {
+        self.select(Filter::QueuedPage { after_seq: after_seq.unwrap_or(i64::MIN), limit }).await
+    }
+
     /// Every job in input order.
     pub async fn all(&self) -> Result<Vec<JobRecord>, QueueError> {
         self.select(Filter::All).await
@@ -259,12 +277,17 @@ impl BatchStore {
             Filter::Queued => {
                 "SELECT id, seq, source, spec, state, attempts, result, reason, content_hash FROM jobs WHERE state = 'queued' ORDER BY seq"
             }
+            Filter::QueuedPage { .. } => {
+                "SELECT id, seq, source, spec, state, attempts, result, reason, content_hash FROM jobs WHERE state = 'queued' AND seq > ? ORDER BY seq LIMIT ?"
+            }
             Filter::Page { .. } => {
                 "SELECT id, seq, source, spec, state, attempts, result, reason, content_hash FROM jobs WHERE seq > ? ORDER BY seq LIMIT ?"
             }
         };
         let query = match filter {
-            Filter::Page { after_seq, limit } => sqlx::query(sql).bind(after_seq).bind(limit),
+            Filter::Page { after_seq, limit } | Filter::QueuedPage { after_seq, limit } => {
+                sqlx::query(sql).bind(after_seq).bind(limit)
+            }
             _ => sqlx::query(sql),
         };
         let rows = query.fetch_all(&self.pool).await?;

@@ -7,7 +7,7 @@ use std::io::IsTerminal;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -31,6 +31,8 @@ use crate::exit;
 const STATE_DIR: &str = ".speechmill";
 /// The folder inside the state folder for clips too long to hold in memory.
 const SCRATCH_DIR: &str = "scratch";
+/// Queued jobs read from the run state at a time to feed the workers.
+const FEED_PAGE: u32 = 256;
 /// Clips read back from the run state at a time when writing the dataset.
 const FINISH_PAGE: u32 = 1000;
 /// Results are committed to the run state in batches of at most this many clips...
@@ -126,11 +128,11 @@ async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -
         speechmill_queue::QueueError::Conflict(message) => anyhow::Error::new(UsageError(message)),
         other => anyhow::Error::new(other),
     })?;
-    let pending = store.unfinished().await?;
     drop(specs);
-    let already_done = clip_count - pending.len();
+    let pending = store.reset_unfinished().await? as usize;
+    let already_done = clip_count - pending;
     if already_done > 0 {
-        tracing::info!(done = already_done, left = pending.len(), "resuming an interrupted run");
+        tracing::info!(done = already_done, left = pending, "resuming an interrupted run");
     }
 
     let jobs = match config.run.jobs {
@@ -232,21 +234,38 @@ struct WorkerResult {
 }
 
 async fn process_pending(
-    pending: Vec<JobRecord>,
+    pending: usize,
     jobs: usize,
     context: &ClipContext,
     store: &BatchStore,
     progress: &ProgressBar,
     interrupted: &Arc<AtomicBool>,
 ) -> anyhow::Result<f64> {
-    let pending = Arc::new(pending);
-    // Next index into `pending`; each worker takes the next job until none is left.
-    let next = Arc::new(AtomicUsize::new(0));
+    // The queued jobs are read from the run state a page at a time and handed to the workers
+    // through a bounded channel, so memory does not grow with the number of clips.
+    let (job_sender, job_receiver) = mpsc::channel::<JobRecord>(jobs * 4);
+    let feeder = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut after_seq = None;
+            loop {
+                let page = store.queued_page(after_seq, FEED_PAGE).await?;
+                let Some(last) = page.last() else { return Ok::<(), speechmill_queue::QueueError>(()) };
+                after_seq = Some(last.seq);
+                for job in page {
+                    if job_sender.send(job).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        })
+    };
+    // Workers take the next job from the shared receiver; the lock is held only to take one.
+    let job_receiver = Arc::new(std::sync::Mutex::new(job_receiver));
     let (sender, mut receiver) = mpsc::channel::<WorkerResult>(jobs * 4);
     let mut workers = Vec::new();
-    for _ in 0..jobs.min(pending.len().max(1)) {
-        let pending = Arc::clone(&pending);
-        let next = Arc::clone(&next);
+    for _ in 0..jobs.min(pending.max(1)) {
+        let job_receiver = Arc::clone(&job_receiver);
         let sender = sender.clone();
         let interrupted = Arc::clone(interrupted);
         let context = context.clone();
@@ -256,15 +275,16 @@ async fn process_pending(
                 if interrupted.load(Ordering::SeqCst) {
                     break;
                 }
-                let index = next.fetch_add(1, Ordering::SeqCst);
-                let Some(job) = pending.get(index) else { break };
-                let result = runner.run(job);
+                let next = job_receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).blocking_recv();
+                let Some(job) = next else { break };
+                let result = runner.run(&job);
                 if sender.blocking_send(result).is_err() {
                     break;
                 }
             }
         }));
     }
+    drop(job_receiver);
     drop(sender);
 
     let mut batch: Vec<Finished> = Vec::with_capacity(COMMIT_BATCH);
@@ -297,6 +317,7 @@ async fn process_pending(
     for worker in workers {
         let _ = worker.join();
     }
+    feeder.await.context("the job feeder failed")?.context("cannot read the run state")?;
     Ok(audio_seconds)
 }
 
