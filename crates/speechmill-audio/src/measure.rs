@@ -400,9 +400,9 @@ pub struct SpeechAnalysis {
 }
 
 /// Rate the voice activity detector and the SNR estimator work at.
-const ANALYSIS_RATE: u32 = 16000;
-/// Samples per VAD frame: earshot takes exactly 256 samples (16 ms) at 16 kHz.
-const VAD_FRAME: usize = 256;
+pub const ANALYSIS_RATE: u32 = 16000;
+/// Samples per VAD frame at [`ANALYSIS_RATE`]: earshot takes exactly 256 samples (16 ms).
+pub const VAD_FRAME: usize = 256;
 /// Earshot scores the frame it was given together with the two before it (a 768-sample window
 /// over three feature frames), so its score describes the audio about two frames back.
 const VAD_LATENCY_FRAMES: usize = 2;
@@ -508,6 +508,12 @@ impl SpeechAnalyser {
         let analysis = self.analyse_16k(signal);
         self.resampled = resampled;
         analysis
+    }
+
+    /// The smoothed speech decisions of the last clip analysed, one per [`VAD_FRAME`] samples
+    /// of its 16 kHz version (frame `i` covers 16 ms starting at `i * 16` ms).
+    pub fn speech_frames(&self) -> &[bool] {
+        &self.speech
     }
 
     fn resample(&mut self, mono: &[f32], sample_rate: u32, out: &mut Vec<f32>) {
