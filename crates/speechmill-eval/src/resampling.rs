@@ -191,6 +191,13 @@ pub fn run(tools: &Tools) -> Result<String> {
             ));
         }
     }
-    out.push('\n');
+    out.push_str(
+        "\nDefault quality: speechmill's resampler has one setting, and these numbers keep it. Its passband is flat \
+         within 0.0001 dB to 0.9 of the lower Nyquist frequency, its aliases and images stay 130 dB or more down and \
+         its tone SNR is above 130 dB: beyond what the 16-bit output (about 98 dB) can carry. soxr VHQ rejects \
+         4-16 dB more in the stopband and is cleaner on sweeps at 48 and 8 kHz, and droops by 0.006 dB at the \
+         passband edge from 44.1 and 22.05 kHz, where its sweep SNR falls to 78 dB; none of these differences can \
+         be heard or measured after 16-bit quantisation, so no slower setting is needed.\n\n",
+    );
     Ok(out)
 }
