@@ -149,6 +149,12 @@ fn stats(errors: &[f64]) -> (f64, f64, f64) {
 pub fn run(tools: &Tools) -> Result<String> {
     let wada = Wada::new();
     let (clips, trials) = trials(tools, &wada)?;
+    // Every mixture, for digging into the summary below.
+    let mut tsv = String::from("clip\tnoise\ttrue_snr_db\tours_db\twada_db\n");
+    for t in &trials {
+        tsv.push_str(&format!("{}\t{}\t{}\t{:.3}\t{:.3}\n", t.clip, t.noise, t.true_snr_db, t.ours_db, t.wada_db));
+    }
+    std::fs::write(tools.work_file("snr-trials.tsv"), tsv)?;
     let mut out = String::from("## SNR\n\n");
     out.push_str(&format!(
         "Material: {} clips ({} at 16 kHz, including the 48 kHz recordings resampled; two at 8 kHz; two with \
