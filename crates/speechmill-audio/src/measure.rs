@@ -400,9 +400,9 @@ pub struct SpeechAnalysis {
 }
 
 /// Rate the voice activity detector and the SNR estimator work at.
-const ANALYSIS_RATE: u32 = 16000;
-/// Samples per VAD frame: earshot takes exactly 256 samples (16 ms) at 16 kHz.
-const VAD_FRAME: usize = 256;
+pub const ANALYSIS_RATE: u32 = 16000;
+/// Samples per VAD frame at [`ANALYSIS_RATE`]: earshot takes exactly 256 samples (16 ms).
+pub const VAD_FRAME: usize = 256;
 /// Earshot scores the frame it was given together with the two before it (a 768-sample window
 /// over three feature frames), so its score describes the audio about two frames back.
 const VAD_LATENCY_FRAMES: usize = 2;
@@ -415,6 +415,15 @@ const VAD_THRESHOLD: f32 = 0.5;
 const VAD_BRIDGE_FRAMES: usize = 4;
 /// Speech runs shorter than this (32 ms) are dropped as clicks and noise bursts.
 const VAD_MIN_SPEECH_FRAMES: usize = 2;
+/// Quantile of the clip's frame energies (digital silence left out) taken as its energy floor.
+const VAD_FLOOR_QUANTILE: f64 = 0.1;
+/// A run of speech frames is kept only if one of its frames stands this far above the energy
+/// floor, in dB. Earshot calls loud stationary noise speech (the recorded pink noise of
+/// `alsa-utils/Noise.wav` at -30 dBFS: 71 % of frames), but stationary noise barely fluctuates
+/// from frame to frame (white noise peaks 1.7 dB above its floor over 20 s of 16 ms frames, the
+/// recorded pink noise 6.0 dB), while an utterance's loudest frames stand 10 dB or more above the
+/// noise even at 0 dB SNR. Gating whole runs keeps their weak frames.
+const VAD_RUN_MARGIN_DB: f64 = 8.0;
 /// Frames this close to speech (32 ms) are kept out of the noise estimate: onsets and tails that
 /// the VAD calls silence still carry speech energy. Wider guards leave too few pause frames in
 /// clips that are 90 % speech; the median below copes with what leaks through.
@@ -464,6 +473,10 @@ pub struct SpeechAnalyser {
     frame_indices: Vec<usize>,
     /// One bin's values across frames, for quantiles.
     column: Vec<f32>,
+    /// Energy per sample of each VAD frame.
+    frame_energies: Vec<f64>,
+    /// Frame energies being ranked, for the energy floor.
+    ranked_energies: Vec<f64>,
 }
 
 impl Default for SpeechAnalyser {
@@ -492,6 +505,8 @@ impl SpeechAnalyser {
             powers: Vec::new(),
             frame_indices: Vec::new(),
             column: Vec::new(),
+            frame_energies: Vec::new(),
+            ranked_energies: Vec::new(),
         }
     }
 
@@ -508,6 +523,12 @@ impl SpeechAnalyser {
         let analysis = self.analyse_16k(signal);
         self.resampled = resampled;
         analysis
+    }
+
+    /// The smoothed speech decisions of the last clip analysed, one per [`VAD_FRAME`] samples
+    /// of its 16 kHz version (frame `i` covers 16 ms starting at `i * 16` ms).
+    pub fn speech_frames(&self) -> &[bool] {
+        &self.speech
     }
 
     fn resample(&mut self, mono: &[f32], sample_rate: u32, out: &mut Vec<f32>) {
@@ -579,7 +600,28 @@ impl SpeechAnalyser {
                 self.speech.push(score > VAD_THRESHOLD);
             }
         }
+        let floor = self.energy_floor(signal);
         smooth_decisions(&mut self.speech);
+        clear_quiet_runs(&mut self.speech, &self.frame_energies, floor * 10f64.powf(VAD_RUN_MARGIN_DB / 10.0));
+    }
+
+    /// Fills `self.frame_energies` (energy per sample of each VAD frame) and returns the clip's
+    /// energy floor, the [`VAD_FLOOR_QUANTILE`] of the energies of frames that are not digital
+    /// silence (0 when all are).
+    fn energy_floor(&mut self, signal: &[f32]) -> f64 {
+        self.frame_energies.clear();
+        self.frame_energies.extend(signal.chunks(VAD_FRAME).map(|frame| {
+            frame.iter().filter(|x| x.is_finite()).map(|&x| f64::from(x) * f64::from(x)).sum::<f64>() / VAD_FRAME as f64
+        }));
+        self.ranked_energies.clear();
+        self.ranked_energies.extend(self.frame_energies.iter().copied().filter(|&energy| energy > 0.0));
+        if self.ranked_energies.is_empty() {
+            return 0.0;
+        }
+        let index =
+            ((VAD_FLOOR_QUANTILE * self.ranked_energies.len() as f64) as usize).min(self.ranked_energies.len() - 1);
+        let (_, &mut floor, _) = self.ranked_energies.select_nth_unstable_by(index, f64::total_cmp);
+        floor
     }
 
     /// Speech energy over noise energy of the whole clip, from a noise power spectrum estimate.
@@ -704,6 +746,22 @@ fn smooth_decisions(speech: &mut [bool]) {
         }
         let end = speech[start..].iter().position(|&s| !s).map_or(speech.len(), |offset| start + offset);
         if end - start < VAD_MIN_SPEECH_FRAMES {
+            speech[start..end].fill(false);
+        }
+        start = end;
+    }
+}
+
+/// Clears every run of speech frames none of whose frames has an energy above `threshold`.
+fn clear_quiet_runs(speech: &mut [bool], energies: &[f64], threshold: f64) {
+    let mut start = 0;
+    while start < speech.len() {
+        if !speech[start] {
+            start += 1;
+            continue;
+        }
+        let end = speech[start..].iter().position(|&s| !s).map_or(speech.len(), |offset| start + offset);
+        if !energies[start..end].iter().any(|&energy| energy > threshold) {
             speech[start..end].fill(false);
         }
         start = end;

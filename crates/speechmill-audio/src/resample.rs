@@ -269,6 +269,37 @@ mod tests {
         (k as f64 + offset) * rate as f64 / n as f64
     }
 
+    /// Gain in dB of a resampled tone, by least-squares sine fit over the middle 60 % (whole tone
+    /// cycles do not matter for a fit at the known frequency).
+    fn tone_gain_db(output: &[f32], rate: u32, freq: f64, amplitude: f64) -> f64 {
+        let (start, end) = (output.len() / 5, output.len() * 4 / 5);
+        let (mut ss, mut cc, mut sc, mut ys, mut yc) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        for (n, &y) in output.iter().enumerate().take(end).skip(start) {
+            let phase = 2.0 * PI * freq * n as f64 / rate as f64;
+            let (s, c, y) = (phase.sin(), phase.cos(), f64::from(y));
+            (ss, cc, sc, ys, yc) = (ss + s * s, cc + c * c, sc + s * c, ys + y * s, yc + y * c);
+        }
+        let det = ss * cc - sc * sc;
+        let (a, b) = ((ys * cc - yc * sc) / det, (yc * ss - ys * sc) / det);
+        20.0 * ((a * a + b * b).sqrt() / amplitude).log10()
+    }
+
+    #[test]
+    fn passband_is_flat_and_stopband_deep_48k_to_16k() {
+        // `speechmill-eval` measured, on 24 tones up to 7.2 kHz, a ripple below 0.0001 dB and
+        // aliases at -143 dB (soxr VHQ: -156 dB); pinned here with margin on a few tones.
+        for freq in [100.0, 1000.0, 4000.0, 7200.0] {
+            let gain =
+                tone_gain_db(&resample_all(&sine(freq, 48000, 24000, 0.5), 48000, 16000, 4096), 16000, freq, 0.5);
+            assert!(gain.abs() < 0.01, "{freq} Hz: {gain} dB");
+        }
+        for freq in [8800.0, 12000.0, 20000.0, 23500.0] {
+            let output = resample_all(&sine(freq, 48000, 24000, 0.5), 48000, 16000, 4096);
+            let level_db = 20.0 * (rms(&output[1600..6400]) / (0.5 / 2f64.sqrt())).log10();
+            assert!(level_db < -100.0, "{freq} Hz: alias at {level_db} dB");
+        }
+    }
+
     #[test]
     fn rejects_zero_rates() {
         assert!(MonoResampler::new(0, 16000).is_err());

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use speechmill_audio::measure::{BandwidthMeter, analyse_speech};
+use speechmill_audio::measure::{BandwidthMeter, SpeechAnalyser, analyse_speech};
 use speechmill_audio::resample::MonoResampler;
 
 const SPEECH_FILES: [&str; 2] = [
@@ -111,11 +111,11 @@ fn error_stats(errors: &[f64]) -> (f64, f64) {
 }
 
 // Tolerances. Against the true SNR (the brief's definition: clean-file energy over added-noise
-// energy): mean absolute error <= 1.0 dB and no error above 3.0 dB; measured 0.82 / 2.70 dB, the
+// energy): mean absolute error <= 1.0 dB and no error above 3.0 dB; measured 0.87 / 2.70 dB, the
 // worst cases being the 20 dB mixtures, where the recordings' own noise (21-25 dB down) is a
 // third to a half of the noise. Against the reference that counts the recordings' own noise
 // (as the estimator reads it on the clean file: 21.3 and 24.4 dB): mean <= 0.6 dB, worst
-// <= 1.5 dB; measured 0.41 / 0.90 dB. The residual errors come from speech leaking into pause frames at 0-5 dB and
+// <= 1.5 dB; measured 0.46 / 1.24 dB. The residual errors come from speech leaking into pause frames at 0-5 dB and
 // from the pauses being 0.2-0.5 s of non-stationary room noise.
 #[test]
 fn snr_of_real_speech_in_real_and_white_noise() {
@@ -254,4 +254,86 @@ fn speech_whose_pauses_are_digital_silence_reads_very_high_snr() {
     gated.extend(std::iter::repeat_n(0.0, rate as usize / 2));
     let snr_db = analyse_speech(&gated, rate).snr_db.unwrap();
     assert!(snr_db >= 40.0, "{snr_db} dB");
+}
+
+#[test]
+fn regression_loud_recorded_pink_noise_is_not_speech() {
+    // The detector alone called 71 % of Noise.wav's frames speech at -30 dBFS and all of them at
+    // -20 dBFS (20 s looped, as `speechmill-eval`'s noise-only control plays it); runs that never
+    // rise 8 dB above the clip's energy floor are now cleared.
+    let (noise, rate) = read_wav(NOISE_FILE);
+    let noise = resample(&noise, rate, 16000);
+    let looped: Vec<f32> = noise.iter().copied().cycle().take(16000 * 20).collect();
+    let rms = (energy(&looped) / looped.len() as f64).sqrt();
+    for level_dbfs in [-30.0, -20.0] {
+        let gain = (10f64.powf(level_dbfs / 20.0) / rms) as f32;
+        let scaled: Vec<f32> = looped.iter().map(|x| x * gain).collect();
+        let analysis = analyse_speech(&scaled, 16000);
+        println!("Noise.wav at {level_dbfs} dBFS: {analysis:?}");
+        assert!(analysis.speech_ratio < 0.05, "{level_dbfs} dBFS: {analysis:?}");
+    }
+}
+
+/// Reference labels per 16 ms frame of a clean utterance: energy within 35 dB of its loudest
+/// frame and 6 dB above its 10th-percentile frame, gaps up to 160 ms bridged (the rule
+/// `speechmill-eval` uses on its 10 ms grid).
+fn reference_labels(clean: &[f32]) -> Vec<bool> {
+    let energies: Vec<f64> = clean.chunks(256).map(|c| energy(c) / c.len() as f64).collect();
+    let peak = energies.iter().copied().fold(0.0, f64::max);
+    let mut sorted = energies.clone();
+    sorted.sort_by(f64::total_cmp);
+    let threshold = (peak * 10f64.powf(-3.5)).max(sorted[sorted.len() / 10] * 10f64.powf(0.6));
+    let mut labels: Vec<bool> = energies.iter().map(|&e| e > threshold).collect();
+    let mut last: Option<usize> = None;
+    for index in 0..labels.len() {
+        if labels[index] {
+            if let Some(previous) = last
+                && index - previous - 1 <= 10
+            {
+                labels[previous + 1..index].fill(true);
+            }
+            last = Some(index);
+        }
+    }
+    labels
+}
+
+#[test]
+fn vad_f1_on_speech_with_known_boundaries_in_white_noise() {
+    // Two utterances at -26 dBFS between pauses of digital silence, then white noise at a true
+    // SNR of 10 and 0 dB over the whole sequence. Measured F1: 0.986 clean, 0.964 at 10 dB,
+    // 0.888 at 0 dB (webrtcvad's best mode on the evaluation's longer sequence: 0.93 and 0.84).
+    let mut clean = Vec::new();
+    let mut labels = Vec::new();
+    for file in SPEECH_FILES {
+        let (mut speech, _) = read_wav(file);
+        let gain = (10f64.powf(-2.6) / (energy(&speech) / speech.len() as f64)).sqrt() as f32;
+        speech.iter_mut().for_each(|x| *x *= gain);
+        speech.resize(speech.len().div_ceil(256) * 256, 0.0);
+        clean.extend(std::iter::repeat_n(0.0f32, 256 * 60));
+        labels.extend(std::iter::repeat_n(false, 60));
+        labels.extend(reference_labels(&speech));
+        clean.extend(speech);
+    }
+    clean.extend(std::iter::repeat_n(0.0f32, 256 * 60));
+    labels.extend(std::iter::repeat_n(false, 60));
+    for (snr_db, min_f1) in [(None, 0.92), (Some(10.0), 0.90), (Some(0.0), 0.85)] {
+        let audio = match snr_db {
+            None => clean.clone(),
+            Some(snr_db) => mix(&clean, &white_noise(clean.len(), 21), snr_db),
+        };
+        let mut analyser = SpeechAnalyser::new();
+        analyser.analyse(&audio, 16000);
+        let decisions = analyser.speech_frames();
+        assert_eq!(decisions.len(), labels.len());
+        let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
+        for (&d, &l) in decisions.iter().zip(&labels) {
+            tp += f64::from(u8::from(d && l));
+            fp += f64::from(u8::from(d && !l));
+            fn_ += f64::from(u8::from(!d && l));
+        }
+        let f1 = 2.0 * tp / (2.0 * tp + fp + fn_);
+        println!("white noise at {snr_db:?} dB: F1 {f1:.3}");
+        assert!(f1 >= min_f1, "{snr_db:?} dB: F1 {f1:.3}");
+    }
 }
