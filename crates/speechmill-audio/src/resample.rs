@@ -6,6 +6,8 @@
 //! exactly `round(n_in * out_rate / in_rate)` samples, so the result is time-aligned with the
 //! input and has the length a caller expects.
 
+use std::cell::RefCell;
+
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Indexing, Resampler, WindowFunction};
 
@@ -72,6 +74,9 @@ impl MonoResampler {
         }
         if in_rate == out_rate {
             return Ok(Self { in_rate, out_rate, fft: None });
+        }
+        if let Some(stage) = take_idle_stage(in_rate, out_rate) {
+            return Ok(Self { in_rate, out_rate, fft: Some(stage) });
         }
         let gcd = gcd(in_rate as usize, out_rate as usize);
         let min_block_in = in_rate as usize / gcd;
@@ -156,6 +161,48 @@ impl MonoResampler {
             stage.run_chunk(0, expected, out);
         }
         stage.reset();
+    }
+}
+
+/// Planning rubato's FFTs and filter costs about as much as resampling half a second of 48 kHz
+/// audio, so each thread keeps the stages of dropped resamplers (reset) and hands them to the
+/// next resampler at the same rates: a worker going through clips at a few common rates plans
+/// each conversion once.
+const MAX_IDLE_STAGES: usize = 4;
+
+thread_local! {
+    /// Reset stages of dropped resamplers on this thread, with their (input, output) rates,
+    /// most recently dropped last.
+    static IDLE_STAGES: RefCell<Vec<(u32, u32, Box<FftStage>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_idle_stage(in_rate: u32, out_rate: u32) -> Option<Box<FftStage>> {
+    IDLE_STAGES
+        .try_with(|idle| {
+            let mut idle = idle.try_borrow_mut().ok()?;
+            let index = idle.iter().rposition(|(from, to, _)| (*from, *to) == (in_rate, out_rate))?;
+            Some(idle.remove(index).2)
+        })
+        .ok()
+        .flatten()
+}
+
+impl Drop for MonoResampler {
+    fn drop(&mut self) {
+        let Some(mut stage) = self.fft.take() else {
+            return;
+        };
+        stage.reset();
+        let rates = (self.in_rate, self.out_rate);
+        // During thread teardown the pool may be gone already; the stage is then just dropped.
+        let _ = IDLE_STAGES.try_with(|idle| {
+            if let Ok(mut idle) = idle.try_borrow_mut() {
+                if idle.len() == MAX_IDLE_STAGES {
+                    idle.remove(0);
+                }
+                idle.push((rates.0, rates.1, stage));
+            }
+        });
     }
 }
 
@@ -342,6 +389,27 @@ mod tests {
         for (a, b) in whole.iter().zip(&pieces) {
             assert!((a - b).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn a_recycled_stage_gives_the_same_output_even_after_an_unfinished_stream() {
+        let input = sine(440.0, 44100, 30000, 0.5);
+        let fresh = resample_all(&input, 44100, 16000, 1000);
+        // Dropped mid-stream: its stage goes back to this thread's pool, reset.
+        let mut abandoned = MonoResampler::new(44100, 16000).unwrap();
+        let mut ignored = Vec::new();
+        abandoned.process(&input[..12345], &mut ignored);
+        drop(abandoned);
+        let recycled = resample_all(&input, 44100, 16000, 1000);
+        assert_eq!(fresh, recycled);
+        // Many rate pairs at once: the pool stays bounded and every pair still works.
+        for from in [8000, 11025, 22050, 32000, 44100, 48000, 96000] {
+            assert_eq!(
+                resample_all(&input[..9000], from, 16000, 777).len(),
+                expected_output_len(9000, from, 16000) as usize
+            );
+        }
+        IDLE_STAGES.with(|idle| assert!(idle.borrow().len() <= MAX_IDLE_STAGES));
     }
 
     #[test]
