@@ -164,6 +164,10 @@ impl FromStr for RawEncoding {
 /// (fuzzing found a WAV claiming 4.29 GHz that took seconds to set up).
 pub const MAX_SAMPLE_RATE_HZ: u32 = 768_000;
 
+/// The lowest sample rate accepted. Nothing below carries speech, and a header declaring, say,
+/// 6 Hz turns a 47 KB file into two hours of 16 kHz output (fuzzing found one).
+pub const MIN_SAMPLE_RATE_HZ: u32 = 1000;
+
 /// The format of headerless raw PCM: encoding, sample rate and channel count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RawFormat {
@@ -187,8 +191,8 @@ impl FromStr for RawFormat {
         let encoding = encoding_text.parse::<RawEncoding>()?;
         let sample_rate =
             rate_text.parse::<u32>().map_err(|error| format!("invalid raw sample rate '{rate_text}': {error}"))?;
-        if sample_rate == 0 || sample_rate > MAX_SAMPLE_RATE_HZ {
-            return Err(format!("raw sample rate must be between 1 and {MAX_SAMPLE_RATE_HZ} Hz"));
+        if !(MIN_SAMPLE_RATE_HZ..=MAX_SAMPLE_RATE_HZ).contains(&sample_rate) {
+            return Err(format!("raw sample rate must be between {MIN_SAMPLE_RATE_HZ} and {MAX_SAMPLE_RATE_HZ} Hz"));
         }
         let channels = channels_text
             .parse::<u16>()
@@ -532,6 +536,14 @@ impl StreamDecoder {
             return Err(DecodeError::InvalidHeader {
                 detail: format!(
                     "sample rate {} Hz is beyond any audio format (at most {MAX_SAMPLE_RATE_HZ})",
+                    info.sample_rate
+                ),
+            });
+        }
+        if info.sample_rate > 0 && info.sample_rate < MIN_SAMPLE_RATE_HZ {
+            return Err(DecodeError::InvalidHeader {
+                detail: format!(
+                    "sample rate {} Hz is below any audio format (at least {MIN_SAMPLE_RATE_HZ})",
                     info.sample_rate
                 ),
             });

@@ -772,3 +772,11 @@ fn sample_rates_beyond_any_audio_format_are_rejected_as_invalid_headers() {
     let row = assert_rejected_with("wav_sample_rate_4_ghz.wav", &["invalid_header"]);
     assert!(row["message"].as_str().unwrap().contains("sample rate"), "{row:?}");
 }
+
+#[test]
+fn sample_rates_below_any_audio_format_are_rejected_as_invalid_headers() {
+    // Found by fuzzing (testdata/fuzz-regressions): a 47 KB WAV declaring 6 Hz would have been
+    // resampled into two hours of 16 kHz audio.
+    let row = assert_rejected_with("wav_sample_rate_6_hz.wav", &["invalid_header"]);
+    assert!(row["message"].as_str().unwrap().contains("6 Hz"), "{row:?}");
+}
