@@ -435,6 +435,15 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
 /// analysis holds at most one segment.
 const ANALYSIS_SEGMENT_SECONDS: f64 = 600.0;
 
+/// The message of a panic caught around [`process_clip`] (the payload of `catch_unwind`).
+pub fn panic_detail(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| text.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Speech activity, silences and SNR of the standardised signal, in segments of
 /// [`ANALYSIS_SEGMENT_SECONDS`] whose results are combined.
 fn analyse_store(store: &mut SampleStore, rate: u32) -> std::io::Result<SpeechAnalysis> {

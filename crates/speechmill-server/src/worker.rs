@@ -283,11 +283,7 @@ fn attempt(job: &QueueJob, storage: &LocalStorage, pipeline: &PipelineConfig, me
     let processed = match catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline))) {
         Ok(result) => result,
         Err(panic) => {
-            let detail = panic
-                .downcast_ref::<&str>()
-                .map(|text| text.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let detail = speechmill_pipeline::clip::panic_detail(panic.as_ref());
             tracing::error!(job.id = %job.id, error = %detail, "speechmill panicked on a clip");
             return Outcome::Failed(JobError {
                 kind: FailureKind::Crash,

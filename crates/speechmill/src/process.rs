@@ -437,11 +437,7 @@ fn run_job(job: &JobRecord, context: &ClipContext) -> WorkerResult {
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err(panic) => {
-            let detail = panic
-                .downcast_ref::<&str>()
-                .map(|text| text.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let detail = speechmill_pipeline::clip::panic_detail(panic.as_ref());
             tracing::error!(clip.id = %job.id, source = %job.source, error = %detail, "speechmill panicked on a clip");
             Err(Box::new(Rejection {
                 reason: Reason::InternalError,
