@@ -260,12 +260,19 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
         })
     };
 
+    // One span per stage (target `speechmill_pipeline::stage`): the service turns them into
+    // trace spans and stage-duration metrics. Decoding and standardising stream block by block,
+    // so their spans are entered alternately and measure busy time.
+    let decode_span = stage_span(Stage::Decode);
+    let standardise_span = stage_span(Stage::Standardise);
+    let decoding = decode_span.enter();
     let file = File::open(input.path).map_err(|err| {
         Rejection::new(Reason::IoError, Stage::Read, format!("cannot open: {err}"), Measurements::default())
     })?;
     let mut decoder = StreamDecoder::open(Box::new(file), input.raw_format)
         .map_err(|err| Rejection::new(decode_reason(&err), Stage::Decode, err.to_string(), Measurements::default()))?;
 
+    drop(decoding);
     let info = decoder.info().clone();
     measurements.source_container = Some(info.container.clone());
     measurements.source_codec = Some(info.codec.clone());
@@ -305,11 +312,14 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
         if let Some(rejection) = timed_out(Stage::Decode, &measurements) {
             return Err(rejection);
         }
+        let decoding = decode_span.enter();
         let block = match decoder.next_block() {
             Ok(Some(block)) => block,
             Ok(None) => break,
             Err(err) => return Err(Rejection::new(decode_reason(&err), Stage::Decode, err.to_string(), measurements)),
         };
+        drop(decoding);
+        let _standardising = standardise_span.enter();
         hash_bytes.clear();
         hash_bytes.extend(block.iter().flat_map(|sample| sample.to_bits().to_le_bytes()));
         hasher.update(&hash_bytes);
@@ -338,12 +348,17 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
         standard_levels.add(&resampled);
         standard.extend(&resampled).map_err(|err| scratch_failed(err, &measurements))?;
     }
+    let standardising = standardise_span.enter();
     resampled.clear();
     resampler.finish(&mut resampled);
     standard_loudness.add(&resampled);
     standard_levels.add(&resampled);
     standard.extend(&resampled).map_err(|err| scratch_failed(err, &measurements))?;
 
+    drop(standardising);
+    drop(standardise_span);
+    drop(decode_span);
+    let measuring = stage_span(Stage::Measure).entered();
     let level_stats = levels.finish();
     let duration_s = level_stats.frames as f64 / f64::from(info.sample_rate);
     measurements.duration_s = Some(duration_s);
@@ -417,17 +432,35 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     measurements.sample_rate = Some(out_rate);
     measurements.num_samples = Some(standard.len());
 
+    drop(measuring);
+    let gating = stage_span(Stage::Gate).entered();
     if let Some((reason, message)) = gate::check(&measurements, &config.gate) {
         return Err(reject(reason, Stage::Gate, message, measurements));
     }
+    drop(gating);
     if let Some(rejection) = timed_out(Stage::Encode, &measurements) {
         return Err(rejection);
     }
 
+    let _encoding = stage_span(Stage::Encode).entered();
     let gain = 10f64.powf(gain_db / 20.0) as f32;
     let audio = encode_store(&mut standard, gain, settings.format, out_rate, &mut measurements)
         .map_err(|message| reject(Reason::InternalError, Stage::Encode, message, measurements.clone()))?;
     Ok(Processed { measurements, content_hash, audio })
+}
+
+/// The span of one pipeline stage, named after it, under target `speechmill_pipeline::stage`.
+pub fn stage_span(stage: Stage) -> tracing::Span {
+    match stage {
+        Stage::Read => tracing::info_span!(target: "speechmill_pipeline::stage", "read"),
+        Stage::Decode => tracing::info_span!(target: "speechmill_pipeline::stage", "decode"),
+        Stage::Validate => tracing::info_span!(target: "speechmill_pipeline::stage", "validate"),
+        Stage::Standardise => tracing::info_span!(target: "speechmill_pipeline::stage", "standardise"),
+        Stage::Measure => tracing::info_span!(target: "speechmill_pipeline::stage", "measure"),
+        Stage::Gate => tracing::info_span!(target: "speechmill_pipeline::stage", "gate"),
+        Stage::Encode => tracing::info_span!(target: "speechmill_pipeline::stage", "encode"),
+        Stage::Write => tracing::info_span!(target: "speechmill_pipeline::stage", "write"),
+    }
 }
 
 /// Clips longer than this are analysed for speech in segments of this length (10 minutes),

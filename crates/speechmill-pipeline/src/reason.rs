@@ -110,6 +110,11 @@ pub enum Stage {
     Encode,
     /// The quality gate.
     Gate,
+    /// Speech activity, SNR, bandwidth and loudness of the standardised signal (no clip is
+    /// rejected here; the gate decides).
+    Measure,
+    /// Writing the outputs (by the caller, after the pipeline).
+    Write,
 }
 
 #[cfg(test)]

@@ -33,6 +33,17 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 7] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Succeeded,
+        JobState::Rejected,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
     /// The state's name as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {

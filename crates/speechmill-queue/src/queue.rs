@@ -391,6 +391,10 @@ pub trait JobQueue: Send + Sync + 'static {
     /// How many jobs are in each state (states with none are absent).
     async fn counts(&self) -> Result<BTreeMap<JobState, u64>, QueueError>;
 
+    /// When the oldest job still waiting (queued or retrying) was submitted; `None` when none
+    /// waits.
+    async fn oldest_waiting(&self) -> Result<Option<Millis>, QueueError>;
+
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), QueueError>;
 }

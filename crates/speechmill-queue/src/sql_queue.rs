@@ -61,6 +61,7 @@ struct Statements {
     audit: SqlStr,
     audit_log: SqlStr,
     counts: SqlStr,
+    oldest_waiting: SqlStr,
     callbacks_claim: SqlStr,
     callback_delivered: SqlStr,
     callback_failed: SqlStr,
@@ -157,6 +158,14 @@ impl Statements {
                 "SELECT seq, at, actor, action, job_id, detail FROM queue_audit ORDER BY seq DESC LIMIT $1",
             ),
             counts: render("SELECT state, COUNT(*) AS n FROM queue_jobs GROUP BY state"),
+            // The oldest of each waiting state through the (state, seq) index, not a scan of
+            // the backlog: seq follows creation.
+            oldest_waiting: render(
+                "SELECT MIN(t) AS t FROM (\
+                 SELECT (SELECT created_at FROM queue_jobs WHERE state = 'queued' ORDER BY seq LIMIT 1) AS t \
+                 UNION ALL \
+                 SELECT (SELECT created_at FROM queue_jobs WHERE state = 'retrying' ORDER BY seq LIMIT 1) AS t) AS w",
+            ),
             callbacks_claim: render(
                 "UPDATE queue_jobs SET callback_next_at = $2 WHERE seq IN (SELECT seq FROM queue_jobs {callbacks} \
                  WHERE callback_state = 'pending' AND callback_next_at <= $1 \
@@ -743,6 +752,11 @@ macro_rules! sql_backend {
                     counts.insert(state, row.try_get::<i64, _>("n")?.max(0) as u64);
                 }
                 Ok(counts)
+            }
+
+            async fn oldest_waiting(&self) -> Result<Option<Millis>, QueueError> {
+                let row = sqlx::query(self.sql.oldest_waiting.clone()).fetch_one(&self.pool).await?;
+                Ok(row.try_get::<Option<i64>, _>("t")?)
             }
 
             async fn ping(&self) -> Result<(), QueueError> {

@@ -142,6 +142,18 @@ mod cases {
         assert_eq!(counts.get(&JobState::Queued), Some(&3));
     }
 
+    pub async fn oldest_waiting_is_the_first_submitted_of_the_queued_and_retrying_jobs(h: Harness) {
+        assert_eq!(h.queue.oldest_waiting().await.unwrap(), None);
+        let first = h.queue.enqueue(job(1)).await.unwrap().job;
+        h.clock.advance(Duration::from_secs(10));
+        let second = h.queue.enqueue(job(2)).await.unwrap().job;
+        assert_eq!(h.queue.oldest_waiting().await.unwrap(), Some(first.created_at));
+        let lease = h.queue.claim("w1").await.unwrap().unwrap();
+        assert_eq!(h.queue.oldest_waiting().await.unwrap(), Some(second.created_at));
+        h.queue.fail(&lease, JobError::transient("flaky")).await.unwrap();
+        assert_eq!(h.queue.oldest_waiting().await.unwrap(), Some(first.created_at), "a retrying job still waits");
+    }
+
     pub async fn claims_take_the_oldest_job_with_a_lease_and_count_the_attempt(h: Harness) {
         assert!(h.queue.claim("w1").await.unwrap().is_none());
         let first = h.queue.enqueue(job(1)).await.unwrap().job;
@@ -467,6 +479,7 @@ macro_rules! conformance_suite {
                 an_enqueued_job_is_queued_and_can_be_read_back,
                 a_repeated_idempotency_key_returns_the_first_job,
                 enqueue_many_applies_idempotency_inside_one_transaction,
+                oldest_waiting_is_the_first_submitted_of_the_queued_and_retrying_jobs,
                 claims_take_the_oldest_job_with_a_lease_and_count_the_attempt,
                 a_completed_job_is_final_and_completes_only_once,
                 a_rejected_job_is_final_and_never_retried,

@@ -29,6 +29,7 @@ use crate::model::{
     ReplayCount, ReplayFilter, ResultView,
 };
 use crate::storage::{InputRoots, LocalStorage};
+use crate::telemetry;
 
 /// Limits on what clients may send.
 #[derive(Debug, Clone)]
@@ -245,8 +246,20 @@ impl AppState {
             source: JobSource::Path { path: path.to_string_lossy().into_owned() },
             metadata: request.metadata.clone(),
             raw_format: request.raw_format.clone(),
+            traceparent: traceparent_here(),
         })
     }
+}
+
+/// The `traceparent` of the request being served, stored with the jobs it queues.
+fn traceparent_here() -> Option<String> {
+    telemetry::traces::traceparent_of(&tracing::Span::current())
+}
+
+/// Time since a stored timestamp (milliseconds since the epoch).
+pub(crate) fn since(millis: speechmill_queue::Millis) -> Duration {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    now.saturating_sub(Duration::from_millis(millis.max(0) as u64))
 }
 
 /// The API's routes over `state`; testable without a socket.
@@ -267,8 +280,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::http::remember_route))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::telemetry::http::observe))
 }
 
 fn job_response(status: StatusCode, view: JobView) -> Response {
@@ -352,6 +367,8 @@ async fn submit_job(State(state): State<AppState>, headers: HeaderMap, request: 
     };
     if enqueued.created {
         state.note_created(1);
+        let source = if upload.is_some() { "upload" } else { "path" };
+        metrics::counter!(telemetry::metrics::JOBS_SUBMITTED, "source" => source).increment(1);
     }
     if !enqueued.created
         && let Some(stored) = &upload
@@ -447,7 +464,12 @@ async fn receive_upload(
     let Some((name, filename)) = stored else {
         return Err(ApiError::BadRequest("the multipart body has no file field".into()));
     };
-    let payload = JobPayload { source: JobSource::Upload { stored: name.clone(), filename }, metadata, raw_format };
+    let payload = JobPayload {
+        source: JobSource::Upload { stored: name.clone(), filename },
+        metadata,
+        raw_format,
+        traceparent: traceparent_here(),
+    };
     Ok((payload, name, callback_url))
 }
 
@@ -501,7 +523,9 @@ async fn submit_batch(
         });
     }
     let enqueued = state.db(state.queue.enqueue_many(jobs)).await?;
-    state.note_created(enqueued.iter().filter(|answer| answer.created).count() as u64);
+    let created = enqueued.iter().filter(|answer| answer.created).count() as u64;
+    state.note_created(created);
+    metrics::counter!(telemetry::metrics::JOBS_SUBMITTED, "source" => "path").increment(created);
     let view = BatchView { batch_id, jobs: enqueued.iter().map(|answer| JobView::from(&answer.job)).collect() };
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
@@ -649,6 +673,7 @@ async fn cancel_job(
 ) -> Result<Json<JobView>, ApiError> {
     state.caller(&headers, Scope::Submit).await?;
     let job = state.db(state.queue.cancel(&id)).await?;
+    telemetry::metrics::record_finished(job.state, since(job.created_at));
     Ok(Json(JobView::from(&job)))
 }
 

@@ -111,10 +111,12 @@ async fn deliver(
     let recorded = match &outcome {
         Ok(()) => {
             breaker.record(true);
+            metrics::counter!(crate::telemetry::metrics::CALLBACKS, "outcome" => "delivered").increment(1);
             queue.callback_delivered(task).await
         }
         Err(error) => {
             breaker.record(false);
+            metrics::counter!(crate::telemetry::metrics::CALLBACKS, "outcome" => "failed").increment(1);
             tracing::warn!(job.id = %task.job.id, error = %error, "callback not delivered");
             queue.callback_failed(task, error, max_attempts).await
         }

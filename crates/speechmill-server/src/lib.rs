@@ -13,6 +13,7 @@ pub mod error;
 pub mod model;
 pub mod service;
 pub mod storage;
+pub mod telemetry;
 pub mod worker;
 
 pub use api::{AppState, Limits, router};

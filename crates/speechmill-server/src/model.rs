@@ -47,6 +47,9 @@ pub struct JobPayload {
     /// How to read headerless PCM (`s16le,16000,1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_format: Option<String>,
+    /// The W3C `traceparent` of the request that queued the job: the job's span links to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// `POST /v1/jobs` with a JSON body: a file under a configured input root.

@@ -18,6 +18,7 @@ use crate::auth::{KeyHasher, SecretError};
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::callbacks::{CallbackSettings, run_sender};
 use crate::storage::{InputRoots, LocalStorage, StorageError};
+use crate::telemetry::metrics::{Sampled, run_sampler, serve as serve_metrics};
 use crate::worker::{WorkerSettings, run_reaper, run_workers};
 
 /// Why a node could not start or stopped with an error.
@@ -130,6 +131,8 @@ pub struct Service {
     state: AppState,
     /// The configuration it was opened with.
     config: ServiceConfig,
+    /// Where `/metrics` is served, if anywhere (set by [`Service::serve_metrics`]).
+    metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
 }
 
 impl Service {
@@ -158,7 +161,13 @@ impl Service {
             breakers,
             CancellationToken::new(),
         );
-        Ok(Service { state, config })
+        Ok(Service { state, config, metrics: None })
+    }
+
+    /// Serves the Prometheus metrics of `handle` on `listener` (the internal port) while the
+    /// node runs, and samples the queue, breakers and disk into gauges.
+    pub fn serve_metrics(&mut self, listener: TcpListener, handle: metrics_exporter_prometheus::PrometheusHandle) {
+        self.metrics = Some((listener, handle));
     }
 
     /// The API's shared state (for tests and tools).
@@ -175,11 +184,27 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let state = self.state.clone();
         let config = self.config;
+        let metrics = self.metrics;
         // Claims stop when this is cancelled; the HTTP server closes when `http_stop` is.
         let stop_claims = CancellationToken::new();
         let http_stop = CancellationToken::new();
 
         let mut background = tokio::task::JoinSet::new();
+        // The metrics endpoint outlives the drain (stopped with the HTTP server), so the last
+        // scrape sees it.
+        let metrics_server = metrics.map(|(listener, handle)| {
+            let sampled = Sampled {
+                queue: Some(state.queue.clone()),
+                breakers: vec![
+                    state.breakers.database.clone(),
+                    state.breakers.storage.clone(),
+                    state.breakers.callbacks.clone(),
+                ],
+                data_dir: config.data_dir.clone(),
+            };
+            background.spawn(run_sampler(sampled, Duration::from_secs(2), stop_claims.clone()));
+            tokio::spawn(serve_metrics(listener, handle, http_stop.clone()))
+        });
         background.spawn(run_reaper(
             state.queue.clone(),
             (config.queue.lease / 3).max(Duration::from_millis(100)),
@@ -236,6 +261,11 @@ impl Service {
         while background.join_next().await.is_some() {}
         tracing::info!("workers drained; closing the http server");
         http_stop.cancel();
+        if let Some(metrics_server) = metrics_server
+            && let Ok(Err(err)) = metrics_server.await
+        {
+            tracing::warn!(error = %err, "the metrics endpoint failed");
+        }
         if let Some(server) = server {
             match server.await {
                 Ok(Ok(())) => {}

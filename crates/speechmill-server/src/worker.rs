@@ -18,10 +18,13 @@ use speechmill_pipeline::clip::{ClipInput, Measurements, process_clip};
 use speechmill_pipeline::reason::{Reason, Stage};
 use speechmill_queue::{FailureKind, JobError, JobQueue, Lease, QueueError, QueueJob};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::breaker::Breaker;
 use crate::model::{JobPayload, JobSource};
 use crate::storage::LocalStorage;
+use crate::telemetry::metrics::{self as telemetry_metrics, JOB_RETRIES, JOBS_CLAIMED, WORKERS, WORKERS_BUSY};
+use crate::telemetry::traces;
 
 /// How workers run.
 #[derive(Debug, Clone)]
@@ -73,6 +76,8 @@ pub async fn run_workers(
         Err(err) => tracing::warn!(error = %err, "cannot take back this node's stale leases"),
     }
     let settings = Arc::new(settings);
+    metrics::gauge!(WORKERS).set(settings.workers.max(1) as f64);
+    metrics::gauge!(WORKERS_BUSY).set(0.0);
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..settings.workers.max(1) {
         let worker = Worker {
@@ -125,7 +130,11 @@ impl Worker {
             match self.queue.claim(&self.settings.node_name).await {
                 Ok(Some(lease)) => {
                     self.database.record(true);
-                    self.run_one(lease).await;
+                    metrics::counter!(JOBS_CLAIMED).increment(1);
+                    metrics::gauge!(WORKERS_BUSY).increment(1.0);
+                    let span = job_span(&lease.job);
+                    self.run_one(lease).instrument(span).await;
+                    metrics::gauge!(WORKERS_BUSY).decrement(1.0);
                 }
                 Ok(None) => {
                     self.database.record(true);
@@ -156,7 +165,10 @@ impl Worker {
         let storage = self.storage.clone();
         let pipeline = self.settings.pipeline.clone();
         let memory_limit_seconds = self.settings.memory_limit_seconds;
-        let work = tokio::task::spawn_blocking(move || attempt(&job, &storage, &pipeline, memory_limit_seconds));
+        let span = tracing::Span::current();
+        let work = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| attempt(&job, &storage, &pipeline, memory_limit_seconds))
+        });
         let stop = self.stop.clone();
         let drain = self.settings.drain_timeout;
         let drain_expired = async move {
@@ -205,6 +217,14 @@ impl Worker {
             match recorded {
                 Ok(job) => {
                     self.database.record(true);
+                    if job.state.is_final() {
+                        telemetry_metrics::record_finished(job.state, crate::api::since(job.created_at));
+                    } else if let Outcome::Failed(error) = &outcome {
+                        metrics::counter!(JOB_RETRIES, "kind" => failure_label(error.kind)).increment(1);
+                    }
+                    if let Outcome::Failed(error) = &outcome {
+                        tracing::warn!(error = %error.message, error.type = failure_label(error.kind), state = job.state.as_str(), "job attempt failed");
+                    }
                     if job.state.is_final()
                         && let Ok(JobPayload { source: JobSource::Upload { stored, .. }, .. }) =
                             serde_json::from_value::<JobPayload>(job.payload.clone())
@@ -231,6 +251,40 @@ impl Worker {
                 }
             }
         }
+    }
+}
+
+/// The consumer span of one job attempt, linked to the request that queued the job.
+fn job_span(job: &QueueJob) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: "speechmill_server::worker",
+        "process jobs",
+        otel.kind = "consumer",
+        messaging.system = "speechmill",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = "jobs",
+        messaging.message.id = %job.id,
+        job.id = %job.id,
+        job.attempt = job.attempts,
+        batch.id = tracing::field::Empty,
+    );
+    if let Some(batch_id) = &job.batch_id {
+        span.record("batch.id", batch_id.as_str());
+    }
+    if let Some(traceparent) = job.payload.get("traceparent").and_then(Value::as_str) {
+        traces::link_to(&span, traceparent);
+    }
+    span
+}
+
+/// A failure kind as a metric label.
+fn failure_label(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::Transient => "transient",
+        FailureKind::Crash => "crash",
+        FailureKind::Timeout => "timeout",
+        FailureKind::LeaseExpired => "lease_expired",
     }
 }
 
@@ -280,8 +334,12 @@ fn attempt(job: &QueueJob, storage: &LocalStorage, pipeline: &PipelineConfig, me
     };
     let scratch = storage.scratch_dir();
     let input = ClipInput { raw_format, scratch_dir: Some(&scratch), memory_limit_seconds, ..ClipInput::new(&path) };
+    let started = std::time::Instant::now();
     let processed = match catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline))) {
-        Ok(result) => result,
+        Ok(result) => {
+            telemetry_metrics::record_clip(result.as_ref().map_err(|rejection| rejection.as_ref()), started.elapsed());
+            result
+        }
         Err(panic) => {
             let detail = speechmill_pipeline::clip::panic_detail(panic.as_ref());
             tracing::error!(job.id = %job.id, error = %detail, "speechmill panicked on a clip");
@@ -325,6 +383,7 @@ fn attempt(job: &QueueJob, storage: &LocalStorage, pipeline: &PipelineConfig, me
     row.insert("content_hash".into(), json!(processed.content_hash));
     carry(&mut row, &payload.metadata);
     let row = Value::Object(row);
+    let _writing = speechmill_pipeline::clip::stage_span(Stage::Write).entered();
     let written =
         processed.audio.persist(&storage.path_of(&audio_name)).map_err(|err| err.to_string()).and_then(|()| {
             storage

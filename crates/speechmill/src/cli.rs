@@ -109,6 +109,9 @@ pub struct ProcessArgs {
     /// No progress bar and no summary.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Serve Prometheus metrics of the run at http://ADDR/metrics while it runs.
+    #[arg(long, value_name = "ADDR", env = "SPEECHMILL_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Settings that override the configuration.
     #[command(flatten)]
     pub settings: Settings,
@@ -162,7 +165,7 @@ pub struct Settings {
     /// Minimum effective bandwidth in Hz [config: gate.min_bandwidth_hz, default off].
     #[arg(long, value_name = "HZ")]
     pub min_bandwidth_hz: Option<f64>,
-    /// Log line format on standard error [config: log.format, default text].
+    /// Log line format on standard error [config: log.format, default auto: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Log level: error, warn, info, debug, trace [config: log.level, default warn].

@@ -35,13 +35,36 @@ impl Default for RunConfig {
 pub struct LogConfig {
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
     pub level: String,
-    /// `text` or `json`.
+    /// `text`, `json` (Elastic Common Schema), or `auto`: JSON for `serve` and `worker` when
+    /// standard error is not a terminal, text otherwise.
     pub format: LogFormat,
+    /// Regular expressions whose matches are masked in log lines, beside the built-in ones
+    /// (bearer tokens, API keys, passwords in URLs).
+    pub mask_patterns: Vec<String>,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "warn".into(), format: LogFormat::Text }
+        LogConfig { level: "warn".into(), format: LogFormat::Auto, mask_patterns: Vec::new() }
+    }
+}
+
+impl LogConfig {
+    /// The line style: `auto` means JSON when `json_off_terminal` and standard error is not a
+    /// terminal.
+    pub fn style(&self, json_off_terminal: bool) -> speechmill_server::telemetry::LogStyle {
+        use speechmill_server::telemetry::LogStyle;
+        match self.format {
+            LogFormat::Text => LogStyle::Text,
+            LogFormat::Json => LogStyle::Json,
+            LogFormat::Auto => {
+                if json_off_terminal && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    LogStyle::Json
+                } else {
+                    LogStyle::Text
+                }
+            }
+        }
     }
 }
 
@@ -49,6 +72,8 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Text on a terminal; for the service, JSON otherwise.
+    Auto,
     /// Human text.
     Text,
     /// One JSON object per line.

@@ -24,7 +24,9 @@ use speechmill_queue::{BatchStore, JobRecord, JobSpec, JobState};
 use tokio::sync::mpsc;
 
 use crate::cli::ProcessArgs;
-use crate::config::{Config, LogFormat};
+use speechmill_server::telemetry::{self, TelemetryGuard, TelemetrySettings};
+
+use crate::config::Config;
 use crate::exit;
 
 /// The folder inside the output folder that holds the run state.
@@ -49,7 +51,13 @@ pub fn run(args: ProcessArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    init_logging(&config);
+    let telemetry = match init_telemetry(&config, args.metrics_listen.is_some()) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("speechmill: {err:#}");
+            return exit::USAGE;
+        }
+    };
     let clips = match discover(&args.inputs, args.settings.raw_format) {
         Ok(clips) => clips,
         Err(err) => {
@@ -64,13 +72,41 @@ pub fn run(args: ProcessArgs) -> u8 {
             return exit::FAILURE;
         }
     };
-    match runtime.block_on(run_batch(&args, &config, clips)) {
+    let metrics_stop = tokio_util::sync::CancellationToken::new();
+    if let Some(address) = args.metrics_listen
+        && let Err(err) = runtime.block_on(start_metrics(address, &args.out, metrics_stop.clone()))
+    {
+        eprintln!("speechmill: {err:#}");
+        return exit::FAILURE;
+    }
+    let code = match runtime.block_on(run_batch(&args, &config, clips)) {
         Ok(outcome) => outcome,
         Err(err) => {
             eprintln!("speechmill: {err:#}");
             if err.downcast_ref::<UsageError>().is_some() { exit::USAGE } else { exit::FAILURE }
         }
-    }
+    };
+    metrics_stop.cancel();
+    telemetry.flush();
+    code
+}
+
+/// Serves the run's metrics on `address` from the batch job's runtime until `stop`.
+async fn start_metrics(
+    address: std::net::SocketAddr,
+    out: &Path,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let handle = telemetry::metrics::install().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {address}"))?;
+    eprintln!("speechmill: metrics on http://{}/metrics", listener.local_addr()?);
+    fs::create_dir_all(out).with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    let sampled = telemetry::metrics::Sampled { queue: None, breakers: Vec::new(), data_dir: out.to_path_buf() };
+    tokio::spawn(telemetry::metrics::run_sampler(sampled, Duration::from_secs(2), stop.clone()));
+    tokio::spawn(telemetry::metrics::serve(listener, handle, stop));
+    Ok(())
 }
 
 /// An error that is the user's to fix (exit code 2).
@@ -78,7 +114,7 @@ pub fn run(args: ProcessArgs) -> u8 {
 #[error("{0}")]
 struct UsageError(String);
 
-fn init_logging(config: &Config) {
+fn init_telemetry(config: &Config, stage_metrics: bool) -> anyhow::Result<TelemetryGuard> {
     // The decoders' own log lines ("skipped 4 bytes of junk") name no file and are about
     // recoveries speechmill reports itself; they show only when asked for by target.
     let directives = if config.log.level.contains("symphonia") {
@@ -86,13 +122,13 @@ fn init_logging(config: &Config) {
     } else {
         format!("{},symphonia=error", config.log.level)
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,symphonia=error"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
-    };
+    let mut settings = TelemetrySettings::new("speechmill-process");
+    settings.log_filter = directives;
+    settings.log_style = config.log.style(false);
+    settings.mask_patterns = config.log.mask_patterns.clone();
+    settings.export_traces = crate::serve::otlp_configured();
+    settings.stage_metrics = stage_metrics;
+    telemetry::init(&settings).context("cannot set up logging and tracing")
 }
 
 async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -> anyhow::Result<u8> {
@@ -433,9 +469,16 @@ fn run_job(job: &JobRecord, context: &ClipContext) -> WorkerResult {
     let scratch = out.join(STATE_DIR).join(SCRATCH_DIR);
     let input = ClipInput { raw_format, scratch_dir: Some(&scratch), memory_limit_seconds, ..ClipInput::new(&path) };
     let started = Instant::now();
-    let outcome = catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline)));
+    let span = tracing::info_span!("clip", clip.id = %job.id);
+    let outcome = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline))));
     let outcome = match outcome {
-        Ok(outcome) => outcome,
+        Ok(outcome) => {
+            telemetry::metrics::record_clip(
+                outcome.as_ref().map_err(|rejection| rejection.as_ref()),
+                started.elapsed(),
+            );
+            outcome
+        }
         Err(panic) => {
             let detail = speechmill_pipeline::clip::panic_detail(panic.as_ref());
             tracing::error!(clip.id = %job.id, source = %job.source, error = %detail, "speechmill panicked on a clip");
@@ -454,7 +497,10 @@ fn run_job(job: &JobRecord, context: &ClipContext) -> WorkerResult {
         Ok(processed) => {
             let audio_seconds = processed.measurements.duration_s.unwrap_or(0.0);
             let relative = format!("audio/{}.{}", job.id, pipeline.standardise.format.extension());
-            let finished = match processed.audio.persist(&out.join(&relative)) {
+            let writing = span.in_scope(|| speechmill_pipeline::clip::stage_span(Stage::Write));
+            let persisted = writing.in_scope(|| processed.audio.persist(&out.join(&relative)));
+            drop(writing);
+            let finished = match persisted {
                 Ok(()) => accepted(job, &relative, &processed.measurements, &processed.content_hash, &columns),
                 Err(err) => {
                     tracing::error!(clip.id = %job.id, error = %err, "cannot write clip audio");

@@ -12,6 +12,7 @@ use speechmill_queue::{JobQueue, JobState, ListQuery, QueueConfig, QueueError};
 use speechmill_server::auth::{KeyHasher, Scope, create_key};
 use speechmill_server::model::{JobView, rfc3339};
 use speechmill_server::service::{open_data, secret_path};
+use speechmill_server::telemetry::{self, LogStyle, TelemetryGuard, TelemetrySettings};
 use speechmill_server::{Limits, Service, ServiceConfig};
 
 use crate::config::{Config, LogFormat};
@@ -63,9 +64,13 @@ pub struct NodeArgs {
     /// Log level (default info).
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Log line format.
+    /// Log line format on standard error: json (Elastic Common Schema) or text [default: text on
+    /// a terminal, json otherwise].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (an internal port, not the API's).
+    #[arg(long, value_name = "ADDR", env = "SPEECHMILL_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Arguments of `serve`.
@@ -199,7 +204,7 @@ fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("--{flag} must be positive"))
 }
 
-fn init_logging(config: &Config, node: &NodeArgs) {
+fn init_telemetry(config: &Config, node: &NodeArgs, role: &str) -> anyhow::Result<TelemetryGuard> {
     // A service logs its own events at info; the decoder's complaints about a client's file are
     // already in the job's rejection.
     const SERVICE_DEFAULT: &str = "warn,speechmill=info,speechmill_server=info,symphonia_core=off";
@@ -210,19 +215,66 @@ fn init_logging(config: &Config, node: &NodeArgs) {
             config.log.level.clone()
         }
     });
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(SERVICE_DEFAULT));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match node.log_format.unwrap_or(config.log.format) {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    let mut log = config.log.clone();
+    if let Some(format) = node.log_format {
+        log.format = format;
+    }
+    let mut settings = TelemetrySettings::new(&format!("speechmill-{role}"));
+    settings.log_filter = level;
+    settings.log_style = log.style(true);
+    settings.mask_patterns = log.mask_patterns.clone();
+    settings.export_traces = otlp_configured();
+    settings.stage_metrics = node.metrics_listen.is_some();
+    let guard = telemetry::init(&settings).context("cannot set up logging and tracing")?;
+    JSON_LINES.store(settings.log_style == LogStyle::Json, std::sync::atomic::Ordering::Relaxed);
+    if settings.log_style == LogStyle::Json {
+        // A panic's message becomes a log line too, so every line on standard error is JSON.
+        std::panic::set_hook(Box::new(|info| {
+            tracing::error!(error.type = "panic", error = %info, "speechmill panicked");
+        }));
+    }
+    Ok(guard)
 }
 
-/// Builds a node's configuration from flags and the configuration file.
-fn node_config(node: &NodeArgs, role: &str) -> anyhow::Result<ServiceConfig> {
+/// Whether the standard OpenTelemetry variables ask for trace export over OTLP.
+pub fn otlp_configured() -> bool {
+    let value = |name: &str| std::env::var_os(name).map(|value| value.to_string_lossy().trim().to_ascii_lowercase());
+    let set = |name: &str| value(name).is_some_and(|value| !value.is_empty());
+    let disabled = value("OTEL_SDK_DISABLED").as_deref() == Some("true")
+        || value("OTEL_TRACES_EXPORTER").as_deref() == Some("none");
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// Whether log lines are JSON: then the node's own messages go through the log too.
+static JSON_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Tells the operator something: a log line when lines are JSON, plain text otherwise.
+fn say(message: &str) {
+    if JSON_LINES.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("{message}");
+    } else {
+        eprintln!("speechmill: {message}");
+    }
+}
+
+/// Installs the metrics recorder and binds the metrics port, if asked for.
+async fn metrics_port(
+    node: &NodeArgs,
+) -> anyhow::Result<Option<(tokio::net::TcpListener, telemetry::metrics::PrometheusHandle)>> {
+    let Some(address) = node.metrics_listen else { return Ok(None) };
+    let handle = telemetry::metrics::install().map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {address}"))?;
+    say(&format!("metrics on http://{}/metrics", listener.local_addr()?));
+    Ok(Some((listener, handle)))
+}
+
+/// Builds a node's configuration from flags and the configuration file, and starts its
+/// telemetry.
+fn node_config(node: &NodeArgs, role: &str) -> anyhow::Result<(ServiceConfig, TelemetryGuard)> {
     let config = Config::load(Config::file_from(node.config.clone()).as_deref(), json!({}))?;
-    init_logging(&config, node);
+    let guard = init_telemetry(&config, node, role)?;
     let mut service = ServiceConfig::new(node.data.data_dir.clone());
     service.database_url = node.data.database_url.clone();
     service.pipeline = config.pipeline;
@@ -238,7 +290,7 @@ fn node_config(node: &NodeArgs, role: &str) -> anyhow::Result<ServiceConfig> {
     service.poll_interval = Duration::from_millis(node.poll_interval_ms.max(1));
     service.job_timeout = seconds(node.job_timeout_seconds, "job-timeout-seconds")?;
     service.drain_timeout = Duration::try_from_secs_f64(node.drain_timeout_seconds).unwrap_or_default();
-    Ok(service)
+    Ok((service, guard))
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -267,7 +319,11 @@ fn finish(result: anyhow::Result<()>) -> u8 {
     match result {
         Ok(()) => exit::OK,
         Err(err) => {
-            eprintln!("speechmill: {err:#}");
+            if JSON_LINES.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(error = %format!("{err:#}"), "speechmill stopped");
+            } else {
+                eprintln!("speechmill: {err:#}");
+            }
             exit::FAILURE
         }
     }
@@ -276,21 +332,28 @@ fn finish(result: anyhow::Result<()>) -> u8 {
 /// `speechmill serve`.
 pub fn serve(args: ServeArgs) -> u8 {
     let run = || -> anyhow::Result<()> {
-        let mut config = node_config(&args.node, "serve")?;
+        let (mut config, telemetry) = node_config(&args.node, "serve")?;
         config.input_roots = args.input_roots.clone();
         config.limits =
             Limits { max_upload_bytes: args.max_upload_bytes, max_backlog: args.max_backlog, ..Limits::default() };
-        run_node(async {
-            let service = Service::open(config.clone()).await?;
+        let outcome = run_node(async {
+            let mut service = Service::open(config.clone()).await?;
+            if let Some((listener, handle)) = metrics_port(&args.node).await? {
+                service.serve_metrics(listener, handle);
+            }
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let address = listener.local_addr()?;
             tracing::info!(address = %address, data_dir = %config.data_dir.display(), workers = config.workers, node = %config.node_name, "speechmill serving");
-            eprintln!("speechmill: listening on http://{address}");
+            if !JSON_LINES.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("speechmill: listening on http://{address}");
+            }
             service.run(Some(listener), shutdown_signal()).await?;
             Ok(())
-        })
+        });
+        telemetry.flush();
+        outcome
     };
     finish(run())
 }
@@ -298,16 +361,21 @@ pub fn serve(args: ServeArgs) -> u8 {
 /// `speechmill worker`.
 pub fn worker(args: WorkerArgs) -> u8 {
     let run = || -> anyhow::Result<()> {
-        let config = node_config(&args.node, "worker")?;
+        let (config, telemetry) = node_config(&args.node, "worker")?;
         if config.workers == 0 {
             anyhow::bail!("--workers must be at least 1 for a worker node");
         }
-        run_node(async {
-            let service = Service::open(config.clone()).await?;
+        let outcome = run_node(async {
+            let mut service = Service::open(config.clone()).await?;
+            if let Some((listener, handle)) = metrics_port(&args.node).await? {
+                service.serve_metrics(listener, handle);
+            }
             tracing::info!(workers = config.workers, node = %config.node_name, "speechmill worker started");
             service.run(None, shutdown_signal()).await?;
             Ok(())
-        })
+        });
+        telemetry.flush();
+        outcome
     };
     finish(run())
 }
