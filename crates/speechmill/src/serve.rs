@@ -346,9 +346,7 @@ pub fn serve(args: ServeArgs) -> u8 {
                 .with_context(|| format!("cannot listen on {}", args.listen))?;
             let address = listener.local_addr()?;
             tracing::info!(address = %address, data_dir = %config.data_dir.display(), workers = config.workers, node = %config.node_name, "speechmill serving");
-            if !JSON_LINES.load(std::sync::atomic::Ordering::Relaxed) {
-                eprintln!("speechmill: listening on http://{address}");
-            }
+            say(&format!("listening on http://{address}"));
             service.run(Some(listener), shutdown_signal()).await?;
             Ok(())
         });

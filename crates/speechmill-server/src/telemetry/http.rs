@@ -95,9 +95,11 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     let route = response.extensions().get::<MatchedPath>().map_or("unmatched", |path| path.as_str()).to_string();
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    span.record("otel.name", format!("{method} {route}"));
+    // The span started before routing; name it after its route now (semantic conventions:
+    // "{method} {route}").
+    traces::rename(&span, format!("{method} {route}"));
     span.record("http.route", route.as_str());
-    span.record("http.response.status_code", status);
+    span.record("http.response.status_code", i64::from(status));
     if status >= 500 {
         span.record("otel.status_code", "ERROR");
     }

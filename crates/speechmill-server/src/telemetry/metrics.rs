@@ -181,6 +181,9 @@ fn initialise() {
     for outcome in ["accepted", "rejected"] {
         counter!(CLIPS, "outcome" => outcome).absolute(0);
     }
+    for reason in speechmill_pipeline::Reason::ALL {
+        counter!(CLIP_REJECTIONS, "reason" => reason.as_str()).absolute(0);
+    }
     for outcome in ["delivered", "failed"] {
         counter!(CALLBACKS, "outcome" => outcome).absolute(0);
     }

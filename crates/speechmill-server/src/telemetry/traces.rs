@@ -89,6 +89,11 @@ pub fn set_remote_parent(span: &tracing::Span, parent: Context) {
     }
 }
 
+/// Renames a span that has already started.
+pub fn rename(span: &tracing::Span, name: String) {
+    span.context().span().update_name(name);
+}
+
 /// Links `span` to the span a stored `traceparent` names (a job to the request that queued it).
 pub fn link_to(span: &tracing::Span, traceparent: &str) {
     let context = context_from_traceparent(traceparent);

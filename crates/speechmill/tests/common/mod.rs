@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use serde_json::{Map, Value};
 
+pub mod node;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
