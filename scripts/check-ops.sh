@@ -25,7 +25,7 @@ while (($#)); do
             shift 2
             ;;
         --list-metrics) list_metrics=true; shift ;;
-        -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "usage: scripts/check-ops.sh [--scrape FILE] [--list-metrics]" >&2; exit 2 ;;
     esac
 done
