@@ -206,7 +206,7 @@ fi
 
 # ------------------------------------------------------------ lint
 step "yamllint -s ops" yamllint -s ops
-step "shellcheck scripts/check-ops.sh" shellcheck scripts/check-ops.sh
+step "shellcheck scripts/*.sh" shellcheck scripts/*.sh bench/run
 
 if ((${#failed[@]})); then
     echo "check-ops: ${#failed[@]} check(s) failed: ${failed[*]}" >&2

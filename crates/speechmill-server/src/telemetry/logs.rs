@@ -85,12 +85,16 @@ impl RateLimiter {
 
     /// Whether this event may be logged.
     fn allow(&self, metadata: &'static Metadata<'static>) -> bool {
-        if *metadata.level() > Level::WARN {
+        self.allow_at(Self::site(metadata), *metadata.level(), Instant::now())
+    }
+
+    /// Whether an event of `level` from call site `site` may be logged at `now`.
+    fn allow_at(&self, site: usize, level: Level, now: Instant) -> bool {
+        if level > Level::WARN {
             return true;
         }
-        let now = Instant::now();
         let mut sites = self.sites.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = sites.entry(Self::site(metadata)).or_insert((now, 0, 0));
+        let entry = sites.entry(site).or_insert((now, 0, 0));
         if now.duration_since(entry.0) >= self.window {
             entry.0 = now;
             entry.1 = 0;
@@ -100,15 +104,19 @@ impl RateLimiter {
             return true;
         }
         entry.2 += 1;
-        let level = if *metadata.level() == Level::ERROR { "error" } else { "warn" };
+        let level = if level == Level::ERROR { "error" } else { "warn" };
         counter!(super::metrics::LOG_SUPPRESSED, "level" => level).increment(1);
         false
     }
 
     /// Lines of this call site suppressed since it last logged; resets the count.
     fn take_suppressed(&self, metadata: &'static Metadata<'static>) -> u64 {
+        self.take_suppressed_at(Self::site(metadata))
+    }
+
+    fn take_suppressed_at(&self, site: usize) -> u64 {
         let mut sites = self.sites.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        sites.get_mut(&Self::site(metadata)).map_or(0, |entry| std::mem::take(&mut entry.2))
+        sites.get_mut(&site).map_or(0, |entry| std::mem::take(&mut entry.2))
     }
 }
 
@@ -267,6 +275,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_site_logs_its_burst_per_window_and_reports_what_it_dropped() {
+        let limiter = RateLimiter::new(3, Duration::from_secs(10));
+        let start = Instant::now();
+        let allowed = (0..10).filter(|_| limiter.allow_at(1, Level::ERROR, start)).count();
+        assert_eq!(allowed, 3);
+        assert!(limiter.allow_at(2, Level::WARN, start), "another call site has its own budget");
+        assert!(limiter.allow_at(1, Level::INFO, start), "info and below are never limited");
+        assert_eq!(limiter.take_suppressed_at(1), 7);
+        assert_eq!(limiter.take_suppressed_at(1), 0, "the count resets once reported");
+        assert!(!limiter.allow_at(1, Level::ERROR, start + Duration::from_secs(9)));
+        assert!(limiter.allow_at(1, Level::ERROR, start + Duration::from_secs(10)), "a new window");
+    }
 
     #[test]
     fn masks_bearer_tokens_api_keys_and_configured_patterns() {

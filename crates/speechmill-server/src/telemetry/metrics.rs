@@ -7,6 +7,7 @@
 //! status classes, outcomes, reasons), never a file name or a job id.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -197,6 +198,24 @@ fn initialise() {
     gauge!(HTTP_IN_FLIGHT).set(0.0);
 }
 
+/// Milliseconds of audio counted so far into `speechmill_audio_input_seconds_total` and
+/// `speechmill_audio_output_seconds_total`: the counters (integers) advance by the whole seconds
+/// of these running totals, so short clips add up rather than round to nothing.
+static INPUT_MILLIS: AtomicU64 = AtomicU64::new(0);
+static OUTPUT_MILLIS: AtomicU64 = AtomicU64::new(0);
+
+fn add_seconds(name: &'static str, total_millis: &AtomicU64, seconds: f64) {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return;
+    }
+    let millis = (seconds * 1000.0).round() as u64;
+    let before = total_millis.fetch_add(millis, Ordering::Relaxed);
+    let whole = (before + millis) / 1000 - before / 1000;
+    if whole > 0 {
+        counter!(name).increment(whole);
+    }
+}
+
 /// Records one clip that went through the pipeline (service worker or batch job):
 /// outcome, reason, audio seconds, real-time factor and quality distributions.
 pub fn record_clip(result: Result<&Processed, &Rejection>, elapsed: Duration) {
@@ -206,7 +225,7 @@ pub fn record_clip(result: Result<&Processed, &Rejection>, elapsed: Duration) {
             if let (Some(samples), Some(rate)) =
                 (processed.measurements.num_samples, processed.measurements.sample_rate)
             {
-                counter!(AUDIO_OUTPUT).increment((samples as f64 / f64::from(rate.max(1))).round() as u64);
+                add_seconds(AUDIO_OUTPUT, &OUTPUT_MILLIS, samples as f64 / f64::from(rate.max(1)));
             }
             &processed.measurements
         }
@@ -219,7 +238,7 @@ pub fn record_clip(result: Result<&Processed, &Rejection>, elapsed: Duration) {
     let seconds = elapsed.as_secs_f64();
     histogram!(CLIP_PROCESSING).record(seconds);
     if let Some(duration) = measurements.duration_s {
-        counter!(AUDIO_INPUT).increment(duration.round() as u64);
+        add_seconds(AUDIO_INPUT, &INPUT_MILLIS, duration);
         if seconds > 0.0 {
             histogram!(CLIP_REALTIME_FACTOR).record(duration / seconds);
         }
