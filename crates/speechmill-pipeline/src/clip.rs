@@ -531,7 +531,8 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
         };
         let out_of_time = || started.elapsed().as_secs_f64() > timeout_seconds;
         let segment_len = (ENHANCE_SEGMENT_SECONDS * f64::from(out_rate)) as usize;
-        let job = EnhanceJob { rate: out_rate, segment_len, memory_limit, out_of_time: &out_of_time };
+        let job =
+            EnhanceJob { source: input.path, rate: out_rate, segment_len, memory_limit, out_of_time: &out_of_time };
         if let Some(enhanced) = enhance_accepted(&mut delivered, &job, &mut denoiser, &mut measurements) {
             // Normalise what is delivered: the gain follows the enhanced signal's own loudness
             // and peak, and its warnings replace those of the standardised signal.
@@ -559,6 +560,8 @@ const ENHANCE_SEGMENT_SECONDS: f64 = 60.0;
 
 /// How [`enhance_accepted`] works through a clip.
 struct EnhanceJob<'a> {
+    /// The clip's file, named in the log when enhancement fails.
+    source: &'a Path,
     /// Rate of the standardised signal, Hz.
     rate: u32,
     /// Samples denoised at a time.
@@ -568,6 +571,9 @@ struct EnhanceJob<'a> {
     /// Whether the clip's time limit has passed; checked before each segment.
     out_of_time: &'a dyn Fn() -> bool,
 }
+
+/// Denoises one segment of the standardised signal into a segment of the same length.
+type Denoiser<'a> = dyn FnMut(&[f32]) -> Result<Vec<f32>, String> + 'a;
 
 /// The enhanced signal of a clip, with what normalising it needs.
 struct Enhanced {
@@ -601,7 +607,7 @@ enum EnhanceFailure {
 fn enhance_accepted(
     standard: &mut SampleStore,
     job: &EnhanceJob<'_>,
-    denoiser: &mut dyn FnMut(&[f32]) -> Result<Vec<f32>, String>,
+    denoiser: &mut Denoiser<'_>,
     measurements: &mut Measurements,
 ) -> Option<Enhanced> {
     let attempt = catch_unwind(AssertUnwindSafe(|| -> Result<(Enhanced, Option<f64>), EnhanceFailure> {
@@ -631,7 +637,11 @@ fn enhance_accepted(
         Ok(Err(failure)) => failure.to_string(),
         Err(panic) => format!("panicked: {}", panic_detail(panic.as_ref())),
     };
-    tracing::warn!(error = %failure, "enhancement failed; the clip is delivered unenhanced");
+    tracing::warn!(
+        file.path = %job.source.display(),
+        error = %failure,
+        "enhancement failed; the clip is delivered unenhanced"
+    );
     measurements.enhancement = Some(EnhancementOutcome::Failed);
     measurements.warnings.push(format!("enhancement failed ({failure}); delivered unenhanced"));
     None
@@ -642,7 +652,7 @@ fn enhance_accepted(
 fn enhance_store(
     standard: &mut SampleStore,
     job: &EnhanceJob<'_>,
-    denoiser: &mut dyn FnMut(&[f32]) -> Result<Vec<f32>, String>,
+    denoiser: &mut Denoiser<'_>,
 ) -> Result<Enhanced, EnhanceFailure> {
     let mut store = SampleStore::new(job.memory_limit, standard.scratch_dir());
     let mut levels = OutputLevels::default();
@@ -1012,7 +1022,13 @@ mod tests {
         let signal = bursts(7);
         let mut store = in_memory(&signal);
         let never = || false;
-        let job = EnhanceJob { rate: 16_000, segment_len: 2 * 16_000, memory_limit: usize::MAX, out_of_time: &never };
+        let job = EnhanceJob {
+            source: Path::new("bursts.wav"),
+            rate: 16_000,
+            segment_len: 2 * 16_000,
+            memory_limit: usize::MAX,
+            out_of_time: &never,
+        };
         let mut denoiser = |segment: &[f32]| denoise_segment(EnhanceMethod::Wiener, segment, 16_000);
         let mut enhanced = enhance_store(&mut store, &job, &mut denoiser).unwrap();
         // Segments of 2, 2, 2 and 1 s, each denoised on its own.
@@ -1034,7 +1050,13 @@ mod tests {
         let signal = bursts(3);
         let mut store = in_memory(&signal);
         let always = || true;
-        let job = EnhanceJob { rate: 16_000, segment_len: 16_000, memory_limit: usize::MAX, out_of_time: &always };
+        let job = EnhanceJob {
+            source: Path::new("bursts.wav"),
+            rate: 16_000,
+            segment_len: 16_000,
+            memory_limit: usize::MAX,
+            out_of_time: &always,
+        };
         let mut denoiser = |segment: &[f32]| denoise_segment(EnhanceMethod::Wiener, segment, 16_000);
         let mut measurements =
             Measurements { snr_db: analyse_speech(&signal, 16_000).snr_db, ..Measurements::default() };
