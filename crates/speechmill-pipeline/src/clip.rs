@@ -1,23 +1,26 @@
-//! One clip, start to finish: decode, validate, standardise, measure, encode.
+//! One clip, start to finish: decode, validate, standardise, measure, gate, enhance, encode.
 //!
 //! The gate's thresholds are applied before encoding, so a rejected clip is never encoded;
 //! duplicate detection comes afterwards ([`crate::output`]), because exact duplicates can only be
-//! decided in input order once every clip has been hashed.
+//! decided in input order once every clip has been hashed. The optional enhancement stage runs
+//! only on clips the gate accepted and can only change the audio delivered, never the verdict.
 
 use std::fs::File;
 use std::io::{BufWriter, Cursor, Read, Seek, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use speechmill_audio::decode::{DecodeError, RawFormat, StreamDecoder};
 use speechmill_audio::encode::{EncodeError, FlacWriter, WavWriter};
+use speechmill_audio::enhance::{denoise, spectral_denoise};
 use speechmill_audio::loudness::LoudnessMeter;
 use speechmill_audio::measure::{BandwidthMeter, LevelMeter, SpeechAnalysis, analyse_speech};
 use speechmill_audio::resample::MonoResampler;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::config::{AudioFormat, LoudnessMode, NonFinitePolicy, PipelineConfig};
+use crate::config::{AudioFormat, EnhanceMethod, LoudnessMode, NonFinitePolicy, PipelineConfig};
 use crate::gate;
 use crate::reason::{Reason, Stage};
 use crate::samples::SampleStore;
@@ -72,7 +75,8 @@ pub struct Measurements {
     pub total_silence_s: Option<f64>,
     /// Fraction of frames with speech.
     pub speech_ratio: Option<f64>,
-    /// Estimated speech-to-noise energy ratio across the clip, dB.
+    /// Estimated speech-to-noise energy ratio across the clip, dB (of the standardised signal,
+    /// before any enhancement).
     pub snr_db: Option<f64>,
     /// Effective bandwidth of the source, Hz.
     pub bandwidth_hz: Option<f64>,
@@ -82,9 +86,61 @@ pub struct Measurements {
     pub output_loudness_lufs: Option<f64>,
     /// Sample peak of the output, dBFS.
     pub output_peak_dbfs: Option<f64>,
+    /// What the optional enhancement stage did; absent when it is off or the clip did not reach
+    /// it (rejected clips never do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhancement: Option<EnhancementOutcome>,
+    /// Estimated SNR of the enhanced signal (measured like `snr_db`), dB, whether or not it was
+    /// delivered; absent when enhancement did not run to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snr_enhanced_db: Option<f64>,
     /// Things worth knowing that did not stop the clip.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// What became of a clip's optional enhancement. Only [`EnhancementOutcome::Applied`] delivers the
+/// enhanced signal; the others deliver the standardised one and add a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnhancementOutcome {
+    /// The enhanced signal was delivered: its estimated SNR is not below the input's.
+    Applied,
+    /// The enhanced signal's estimated SNR was below the input's, or could not be estimated.
+    NotImproved,
+    /// Enhancement returned an error, panicked, produced non-finite samples or a signal of
+    /// another length, or reached the clip's time limit.
+    Failed,
+}
+
+impl EnhancementOutcome {
+    /// The stable string form (`applied`, `not_improved`, `failed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnhancementOutcome::Applied => "applied",
+            EnhancementOutcome::NotImproved => "not_improved",
+            EnhancementOutcome::Failed => "failed",
+        }
+    }
+
+    /// Whether the clip was delivered standardised instead of enhanced.
+    pub fn is_fallback(self) -> bool {
+        self != EnhancementOutcome::Applied
+    }
+}
+
+/// A failure injected into the enhancement stage by [`ClipInput::enhance_fault`] (debug builds
+/// only), to test that such a clip is still delivered.
+#[cfg(debug_assertions)]
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnhanceFault {
+    /// The denoiser returns an error.
+    Error,
+    /// The denoiser panics.
+    Panic,
+    /// The denoiser returns NaN samples.
+    NonFinite,
 }
 
 /// Clips whose standardised signal is longer than this are spilled to a scratch file rather
@@ -108,12 +164,24 @@ pub struct ClipInput<'a> {
     /// Seconds of standardised audio held in memory; the signal of a longer clip goes to a
     /// scratch file, so memory does not grow with the clip's length. Results do not depend on it.
     pub memory_limit_seconds: f64,
+    /// Test hook (debug builds only): makes the enhancement stage fail this way. The library
+    /// reads no environment; the binary sets it from `SPEECHMILL_DEBUG_FAIL_ENHANCEMENT_SOURCE`.
+    #[cfg(debug_assertions)]
+    #[doc(hidden)]
+    pub enhance_fault: Option<EnhanceFault>,
 }
 
 impl<'a> ClipInput<'a> {
     /// A file to process, with no raw format and the default memory limit.
     pub fn new(path: &'a Path) -> Self {
-        Self { path, raw_format: None, scratch_dir: None, memory_limit_seconds: DEFAULT_MEMORY_LIMIT_SECONDS }
+        Self {
+            path,
+            raw_format: None,
+            scratch_dir: None,
+            memory_limit_seconds: DEFAULT_MEMORY_LIMIT_SECONDS,
+            #[cfg(debug_assertions)]
+            enhance_fault: None,
+        }
     }
 }
 
@@ -238,12 +306,15 @@ impl OutputLevels {
 }
 
 /// Runs one clip through decode, validation, standardisation, measurement, the quality gate's
-/// thresholds and encoding.
+/// thresholds, the optional enhancement and encoding.
 ///
-/// A clip the gate rejects is not encoded. Duplicates are not decided here (they need the whole
-/// run in input order). Never panics on bad input: every problem with the content comes back as
-/// a [`Rejection`]. Memory stays bounded whatever the clip's length: the standardised signal
-/// beyond `input.memory_limit_seconds` is kept in a scratch file.
+/// A clip the gate rejects is not encoded. Enhancement, when enabled, runs only on accepted
+/// clips and never rejects one: when it fails or would lower the estimated SNR, the standardised
+/// signal is encoded and [`Measurements::enhancement`] says why. Duplicates are not decided here
+/// (they need the whole run in input order). Never panics on bad input: every problem with the
+/// content comes back as a [`Rejection`]. Memory stays bounded whatever the clip's length: the
+/// standardised (and enhanced) signal beyond `input.memory_limit_seconds` is kept in a scratch
+/// file, and enhancement works a minute at a time.
 pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Processed, Box<Rejection>> {
     let started = Instant::now();
     let settings = &config.standardise;
@@ -426,9 +497,12 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     measurements.total_silence_s = Some(speech.total_silence_s);
     measurements.snr_db = speech.snr_db;
 
-    let gain_db =
-        normalisation_gain_db(&standard_levels, standard_loudness.integrated_lufs(), config, &mut measurements);
+    let (mut gain_db, gain_warnings) =
+        normalisation_gain_db(&standard_levels, standard_loudness.integrated_lufs(), config);
     measurements.gain_db = Some(gain_db);
+    // Where the normalisation's warnings sit, so that an enhanced signal's can replace them.
+    let gain_warnings_at = measurements.warnings.len()..measurements.warnings.len() + gain_warnings.len();
+    measurements.warnings.extend(gain_warnings);
     measurements.sample_rate = Some(out_rate);
     measurements.num_samples = Some(standard.len());
 
@@ -442,11 +516,183 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
         return Err(rejection);
     }
 
+    let mut delivered = standard;
+    if config.enhance.enabled {
+        let _enhancing = stage_span(Stage::Enhance).entered();
+        let method = config.enhance.method;
+        #[cfg(debug_assertions)]
+        let fault = input.enhance_fault;
+        let mut denoiser = move |segment: &[f32]| {
+            #[cfg(debug_assertions)]
+            if let Some(fault) = fault {
+                return injected_fault(fault, segment);
+            }
+            denoise_segment(method, segment, out_rate)
+        };
+        let out_of_time = || started.elapsed().as_secs_f64() > timeout_seconds;
+        let segment_len = (ENHANCE_SEGMENT_SECONDS * f64::from(out_rate)) as usize;
+        let job =
+            EnhanceJob { source: input.path, rate: out_rate, segment_len, memory_limit, out_of_time: &out_of_time };
+        if let Some(enhanced) = enhance_accepted(&mut delivered, &job, &mut denoiser, &mut measurements) {
+            // Normalise what is delivered: the gain follows the enhanced signal's own loudness
+            // and peak, and its warnings replace those of the standardised signal.
+            let (enhanced_gain_db, enhanced_warnings) =
+                normalisation_gain_db(&enhanced.levels, enhanced.integrated_lufs, config);
+            gain_db = enhanced_gain_db;
+            measurements.gain_db = Some(gain_db);
+            measurements.warnings.splice(gain_warnings_at, enhanced_warnings);
+            delivered = enhanced.store;
+        }
+    }
+
     let _encoding = stage_span(Stage::Encode).entered();
     let gain = 10f64.powf(gain_db / 20.0) as f32;
-    let audio = encode_store(&mut standard, gain, settings.format, out_rate, &mut measurements)
+    let audio = encode_store(&mut delivered, gain, settings.format, out_rate, &mut measurements)
         .map_err(|message| reject(Reason::InternalError, Stage::Encode, message, measurements.clone()))?;
     Ok(Processed { measurements, content_hash, audio })
+}
+
+/// Clips longer than this are denoised in segments of this length (one minute), each with its
+/// own noise estimate, so the denoisers' working memory (about 24 bytes per sample for the
+/// Wiener filter's STFT, 28 for RNNoise's 48 kHz copies) stays near 25 MB whatever the clip's
+/// length. Clips within the gate's default 60 s are denoised whole.
+const ENHANCE_SEGMENT_SECONDS: f64 = 60.0;
+
+/// How [`enhance_accepted`] works through a clip.
+struct EnhanceJob<'a> {
+    /// The clip's file, named in the log when enhancement fails.
+    source: &'a Path,
+    /// Rate of the standardised signal, Hz.
+    rate: u32,
+    /// Samples denoised at a time.
+    segment_len: usize,
+    /// Samples of the enhanced signal held in memory before it spills (as the standardised one).
+    memory_limit: usize,
+    /// Whether the clip's time limit has passed; checked before each segment.
+    out_of_time: &'a dyn Fn() -> bool,
+}
+
+/// Denoises one segment of the standardised signal into a segment of the same length.
+type Denoiser<'a> = dyn FnMut(&[f32]) -> Result<Vec<f32>, String> + 'a;
+
+/// The enhanced signal of a clip, with what normalising it needs.
+struct Enhanced {
+    store: SampleStore,
+    levels: OutputLevels,
+    integrated_lufs: Option<f64>,
+}
+
+/// Why an enhancement did not produce a signal to judge.
+#[derive(Debug, thiserror::Error)]
+enum EnhanceFailure {
+    #[error("{0}")]
+    Denoiser(String),
+    #[error("denoising produced non-finite samples")]
+    NonFinite,
+    #[error("denoising returned {got} samples for {expected}")]
+    Length { expected: usize, got: usize },
+    #[error("the clip's time limit was reached")]
+    OutOfTime,
+    #[error("scratch file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the enhancement stage on the standardised signal of an accepted clip, judges it by its
+/// estimated SNR (not lower after than before, like `speechmill_audio::enhance::enhance`) and
+/// records the outcome in `measurements`. Returns the enhanced signal when it is to be
+/// delivered; `None` means deliver `standard` as it is.
+///
+/// A panic inside the enhancement is caught here: it touches `standard` only by reading it
+/// from the start (each read rewinds), so the signal is intact for encoding afterwards.
+fn enhance_accepted(
+    standard: &mut SampleStore,
+    job: &EnhanceJob<'_>,
+    denoiser: &mut Denoiser<'_>,
+    measurements: &mut Measurements,
+) -> Option<Enhanced> {
+    let attempt = catch_unwind(AssertUnwindSafe(|| -> Result<(Enhanced, Option<f64>), EnhanceFailure> {
+        let mut enhanced = enhance_store(standard, job, denoiser)?;
+        let analysis = analyse_store(&mut enhanced.store, job.rate)?;
+        Ok((enhanced, analysis.snr_db))
+    }));
+    let failure = match attempt {
+        Ok(Ok((enhanced, snr_after_db))) => {
+            measurements.snr_enhanced_db = snr_after_db;
+            let snr_before_db = measurements.snr_db;
+            if let (Some(before), Some(after)) = (snr_before_db, snr_after_db)
+                && after >= before
+            {
+                measurements.enhancement = Some(EnhancementOutcome::Applied);
+                return Some(enhanced);
+            }
+            let describe = |snr: Option<f64>| snr.map_or_else(|| "undefined".to_string(), |snr| format!("{snr:.1} dB"));
+            measurements.enhancement = Some(EnhancementOutcome::NotImproved);
+            measurements.warnings.push(format!(
+                "enhancement would change the estimated SNR from {} to {}; delivered unenhanced",
+                describe(snr_before_db),
+                describe(snr_after_db)
+            ));
+            return None;
+        }
+        Ok(Err(failure)) => failure.to_string(),
+        Err(panic) => format!("panicked: {}", panic_detail(panic.as_ref())),
+    };
+    tracing::warn!(
+        file.path = %job.source.display(),
+        error = %failure,
+        "enhancement failed; the clip is delivered unenhanced"
+    );
+    measurements.enhancement = Some(EnhancementOutcome::Failed);
+    measurements.warnings.push(format!("enhancement failed ({failure}); delivered unenhanced"));
+    None
+}
+
+/// Denoises the stored signal segment by segment into a new store, metering the result's level
+/// and loudness as it is produced.
+fn enhance_store(
+    standard: &mut SampleStore,
+    job: &EnhanceJob<'_>,
+    denoiser: &mut Denoiser<'_>,
+) -> Result<Enhanced, EnhanceFailure> {
+    let mut store = SampleStore::new(job.memory_limit, standard.scratch_dir());
+    let mut levels = OutputLevels::default();
+    let mut loudness = LoudnessMeter::new(1, job.rate);
+    for_each_segment(standard, job.segment_len, |segment| {
+        if (job.out_of_time)() {
+            return Err(EnhanceFailure::OutOfTime);
+        }
+        let denoised = denoiser(segment).map_err(EnhanceFailure::Denoiser)?;
+        if denoised.len() != segment.len() {
+            return Err(EnhanceFailure::Length { expected: segment.len(), got: denoised.len() });
+        }
+        if denoised.iter().any(|sample| !sample.is_finite()) {
+            return Err(EnhanceFailure::NonFinite);
+        }
+        levels.add(&denoised);
+        loudness.add(&denoised);
+        store.extend(&denoised)?;
+        Ok(())
+    })?;
+    Ok(Enhanced { store, levels, integrated_lufs: loudness.integrated_lufs() })
+}
+
+/// Denoises one segment with the configured method.
+fn denoise_segment(method: EnhanceMethod, segment: &[f32], rate: u32) -> Result<Vec<f32>, String> {
+    let denoised = match method {
+        EnhanceMethod::Wiener => spectral_denoise(segment, rate),
+        EnhanceMethod::Rnnoise => denoise(segment, rate),
+    };
+    denoised.map_err(|err| err.to_string())
+}
+
+/// The failure [`ClipInput::enhance_fault`] asks for, in place of denoising `segment`.
+#[cfg(debug_assertions)]
+fn injected_fault(fault: EnhanceFault, segment: &[f32]) -> Result<Vec<f32>, String> {
+    match fault {
+        EnhanceFault::Error => Err("injected failure (test hook)".into()),
+        EnhanceFault::Panic => panic!("injected panic (test hook)"),
+        EnhanceFault::NonFinite => Ok(vec![f32::NAN; segment.len()]),
+    }
 }
 
 /// The span of one pipeline stage, named after it, under target `speechmill_pipeline::stage`.
@@ -458,6 +704,7 @@ pub fn stage_span(stage: Stage) -> tracing::Span {
         Stage::Standardise => tracing::info_span!(target: "speechmill_pipeline::stage", "standardise"),
         Stage::Measure => tracing::info_span!(target: "speechmill_pipeline::stage", "measure"),
         Stage::Gate => tracing::info_span!(target: "speechmill_pipeline::stage", "gate"),
+        Stage::Enhance => tracing::info_span!(target: "speechmill_pipeline::stage", "enhance"),
         Stage::Encode => tracing::info_span!(target: "speechmill_pipeline::stage", "encode"),
         Stage::Write => tracing::info_span!(target: "speechmill_pipeline::stage", "write"),
     }
@@ -487,13 +734,27 @@ fn analyse_store(store: &mut SampleStore, rate: u32) -> std::io::Result<SpeechAn
 /// its noise energy, each segment's split of its energy into the two following from its own
 /// estimate, so a single segment gives exactly [`analyse_speech`]'s answer.
 fn analyse_in_segments(store: &mut SampleStore, rate: u32, segment_len: usize) -> std::io::Result<SpeechAnalysis> {
-    let segment_len = segment_len.max(1);
     if let Some(samples) = store.in_memory()
-        && samples.len() <= segment_len
+        && samples.len() <= segment_len.max(1)
     {
         return Ok(analyse_speech(samples, rate));
     }
     let mut combined = SpeechTotals::default();
+    for_each_segment(store, segment_len, |segment| {
+        combined.add(segment, rate);
+        Ok::<(), std::io::Error>(())
+    })?;
+    Ok(combined.finish())
+}
+
+/// Hands the stored signal to `each` in consecutive segments of `segment_len` samples (the last
+/// one shorter), holding at most one segment in memory beside the store.
+fn for_each_segment<E: From<std::io::Error>>(
+    store: &mut SampleStore,
+    segment_len: usize,
+    mut each: impl FnMut(&[f32]) -> Result<(), E>,
+) -> Result<(), E> {
+    let segment_len = segment_len.max(1);
     let mut segment: Vec<f32> = Vec::with_capacity(segment_len.min(store.len() as usize) + CHUNK_SAMPLES);
     let mut chunks = store.chunks(CHUNK_SAMPLES)?;
     loop {
@@ -504,14 +765,13 @@ fn analyse_in_segments(store: &mut SampleStore, rate: u32, segment_len: usize) -
         }
         while segment.len() >= segment_len || (at_end && !segment.is_empty()) {
             let take = segment.len().min(segment_len);
-            combined.add(&segment[..take], rate);
+            each(&segment[..take])?;
             segment.drain(..take);
         }
         if at_end {
-            break;
+            return Ok(());
         }
     }
-    Ok(combined.finish())
 }
 
 /// Running sums of per-segment speech analyses.
@@ -661,24 +921,25 @@ impl<W: Write + Seek> StreamEncoder<W> {
     }
 }
 
-/// The gain that brings the clip to its target, lowered so the output peak stays under the limit.
+/// The gain that brings the clip to its target, lowered so the output peak stays under the
+/// limit, with the warnings that go with it.
 fn normalisation_gain_db(
     levels: &OutputLevels,
     integrated_lufs: Option<f64>,
     config: &PipelineConfig,
-    measurements: &mut Measurements,
-) -> f64 {
+) -> (f64, Vec<String>) {
     let settings = &config.standardise;
+    let mut warnings = Vec::new();
     if levels.peak == 0.0 {
-        return 0.0;
+        return (0.0, warnings);
     }
     let wanted = match settings.loudness_mode {
-        LoudnessMode::Off => return 0.0,
+        LoudnessMode::Off => return (0.0, warnings),
         LoudnessMode::Rms => settings.target_rms_dbfs - levels.rms_dbfs(),
         LoudnessMode::Lufs => match integrated_lufs {
             Some(lufs) => settings.target_lufs - lufs,
             None => {
-                measurements.warnings.push(
+                warnings.push(
                     "loudness undefined (clip shorter than 400 ms or too quiet); normalised by RMS instead".into(),
                 );
                 settings.target_lufs - levels.rms_dbfs()
@@ -687,12 +948,10 @@ fn normalisation_gain_db(
     };
     let headroom = settings.peak_limit_dbfs - 20.0 * f64::from(levels.peak).log10();
     if wanted > headroom {
-        measurements
-            .warnings
-            .push(format!("peak limit held the gain {:.1} dB below the loudness target", wanted - headroom));
-        return headroom;
+        warnings.push(format!("peak limit held the gain {:.1} dB below the loudness target", wanted - headroom));
+        return (headroom, warnings);
     }
-    wanted
+    (wanted, warnings)
 }
 
 fn decode_reason(err: &DecodeError) -> Reason {
@@ -749,6 +1008,74 @@ mod tests {
             panic!("both estimate an SNR: {parts:?} {whole:?}");
         };
         assert!((parts_snr - whole_snr).abs() < 1.0, "{parts_snr} vs {whole_snr}");
+    }
+
+    /// The signal in a store held in memory (no scratch file is made).
+    fn in_memory(signal: &[f32]) -> SampleStore {
+        let mut store = SampleStore::new(usize::MAX, Path::new("unused-scratch"));
+        store.extend(signal).unwrap();
+        store
+    }
+
+    #[test]
+    fn a_long_clip_is_denoised_segment_by_segment() {
+        let signal = bursts(7);
+        let mut store = in_memory(&signal);
+        let never = || false;
+        let job = EnhanceJob {
+            source: Path::new("bursts.wav"),
+            rate: 16_000,
+            segment_len: 2 * 16_000,
+            memory_limit: usize::MAX,
+            out_of_time: &never,
+        };
+        let mut denoiser = |segment: &[f32]| denoise_segment(EnhanceMethod::Wiener, segment, 16_000);
+        let mut enhanced = enhance_store(&mut store, &job, &mut denoiser).unwrap();
+        // Segments of 2, 2, 2 and 1 s, each denoised on its own.
+        let expected: Vec<f32> =
+            signal.chunks(2 * 16_000).flat_map(|segment| spectral_denoise(segment, 16_000).unwrap()).collect();
+        assert_eq!(enhanced.store.in_memory().unwrap(), expected.as_slice());
+        let mut loudness = LoudnessMeter::new(1, 16_000);
+        loudness.add(&expected);
+        assert_eq!(enhanced.integrated_lufs, loudness.integrated_lufs(), "metered as it was produced");
+        let peak = expected.iter().fold(0f32, |peak, sample| peak.max(sample.abs()));
+        assert_eq!((enhanced.levels.peak, enhanced.levels.samples), (peak, signal.len() as u64));
+        // The standardised signal is untouched, and can be read again for encoding.
+        assert_eq!(store.in_memory().unwrap(), signal.as_slice());
+        assert_eq!(analyse_store(&mut enhanced.store, 16_000).unwrap(), analyse_speech(&expected, 16_000));
+    }
+
+    #[test]
+    fn enhancement_gives_up_at_the_clip_time_limit_and_delivers_the_clip() {
+        let signal = bursts(3);
+        let mut store = in_memory(&signal);
+        let always = || true;
+        let job = EnhanceJob {
+            source: Path::new("bursts.wav"),
+            rate: 16_000,
+            segment_len: 16_000,
+            memory_limit: usize::MAX,
+            out_of_time: &always,
+        };
+        let mut denoiser = |segment: &[f32]| denoise_segment(EnhanceMethod::Wiener, segment, 16_000);
+        let mut measurements =
+            Measurements { snr_db: analyse_speech(&signal, 16_000).snr_db, ..Measurements::default() };
+        assert!(enhance_accepted(&mut store, &job, &mut denoiser, &mut measurements).is_none());
+        assert_eq!(measurements.enhancement, Some(EnhancementOutcome::Failed));
+        assert_eq!(
+            measurements.warnings,
+            vec!["enhancement failed (the clip's time limit was reached); delivered unenhanced".to_string()]
+        );
+        assert_eq!(store.in_memory().unwrap(), signal.as_slice());
+    }
+
+    #[test]
+    fn enhancement_outcomes_have_stable_names() {
+        for outcome in [EnhancementOutcome::Applied, EnhancementOutcome::NotImproved, EnhancementOutcome::Failed] {
+            assert_eq!(serde_json::to_value(outcome).unwrap(), serde_json::json!(outcome.as_str()));
+        }
+        assert!(!EnhancementOutcome::Applied.is_fallback());
+        assert!(EnhancementOutcome::NotImproved.is_fallback() && EnhancementOutcome::Failed.is_fallback());
     }
 
     #[test]

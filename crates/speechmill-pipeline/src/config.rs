@@ -1,4 +1,5 @@
-//! The pipeline's typed configuration: standardisation targets, limits and gate thresholds.
+//! The pipeline's typed configuration: standardisation targets, limits, gate thresholds and the
+//! optional enhancement stage.
 
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +119,49 @@ impl Default for GateConfig {
     }
 }
 
+/// How the enhancement stage denoises a clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnhanceMethod {
+    /// Spectral (Wiener) filtering driven by the speech-activity detector's noise estimate
+    /// (`speechmill_audio::enhance::spectral_denoise`).
+    Wiener,
+    /// RNNoise through `nnnoiseless` (`speechmill_audio::enhance::denoise`).
+    Rnnoise,
+}
+
+impl EnhanceMethod {
+    /// The configuration value (`wiener`, `rnnoise`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnhanceMethod::Wiener => "wiener",
+            EnhanceMethod::Rnnoise => "rnnoise",
+        }
+    }
+}
+
+/// The optional enhancement (denoising) stage, run on clips the gate accepted. It never changes
+/// the gate's verdict and never rejects a clip: when it fails or would lower the clip's estimated
+/// SNR, the standardised clip is delivered unenhanced and flagged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnhanceConfig {
+    /// Denoise accepted clips (off by default: a dataset is standardised, not altered, unless
+    /// asked).
+    pub enabled: bool,
+    /// The denoiser. The default is `wiener`: in `docs/accuracy.md` it gains more SI-SDR than
+    /// RNNoise on every noise at 5 dB SNR (white +6.2 against +3.0 dB, pink +5.0 against +3.3,
+    /// recorded +2.9 against +1.6, babble +1.3 against -0.4) and costs far less on cleaner
+    /// speech (-0.5 against -7.8 dB at 20 dB SNR).
+    pub method: EnhanceMethod,
+}
+
+impl Default for EnhanceConfig {
+    fn default() -> Self {
+        EnhanceConfig { enabled: false, method: EnhanceMethod::Wiener }
+    }
+}
+
 /// Everything the per-clip pipeline needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +170,8 @@ pub struct PipelineConfig {
     pub standardise: StandardiseConfig,
     /// Quality gate.
     pub gate: GateConfig,
+    /// Optional enhancement of accepted clips.
+    pub enhance: EnhanceConfig,
 }
 
 impl PipelineConfig {
@@ -174,5 +220,25 @@ impl PipelineConfig {
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enhancement_is_off_by_default_and_its_method_is_checked() {
+        let config = PipelineConfig::default();
+        assert_eq!(config.enhance, EnhanceConfig { enabled: false, method: EnhanceMethod::Wiener });
+        let parsed: PipelineConfig =
+            serde_json::from_value(serde_json::json!({"enhance": {"enabled": true, "method": "rnnoise"}})).unwrap();
+        assert_eq!(parsed.enhance, EnhanceConfig { enabled: true, method: EnhanceMethod::Rnnoise });
+        assert_eq!(parsed.enhance.method.as_str(), "rnnoise");
+        assert!(parsed.validate().is_ok());
+        for bad in [serde_json::json!({"method": "spectral"}), serde_json::json!({"strength": 1.0})] {
+            let error = serde_json::from_value::<PipelineConfig>(serde_json::json!({ "enhance": bad })).unwrap_err();
+            assert!(error.to_string().contains("unknown"), "{error}");
+        }
     }
 }

@@ -126,6 +126,8 @@ pub struct RunWriter {
     summary: Summary,
     /// Carried-through column names seen in accepted rows, for the dataset card.
     carried_columns: BTreeSet<String>,
+    /// Columns of [`OPTIONAL_COLUMN_DOCS`] seen in accepted rows, for the dataset card.
+    optional_columns: BTreeSet<&'static str>,
     /// Folders of the accepted clips' sources (the first few), for the dataset card.
     source_folders: BTreeSet<String>,
     /// Whether more folders than listed were seen.
@@ -147,6 +149,7 @@ impl RunWriter {
             rejected: AtomicFile::create(&out_dir.join("rejected.jsonl"))?,
             summary: Summary::default(),
             carried_columns: BTreeSet::new(),
+            optional_columns: BTreeSet::new(),
             source_folders: BTreeSet::new(),
             more_folders: false,
         })
@@ -195,7 +198,9 @@ impl RunWriter {
         self.summary.hours_out += duration_of(&row) / 3600.0;
         self.summary.accepted += 1;
         for key in row.keys() {
-            if !COLUMN_DOCS.iter().any(|(name, _)| name == key) && !self.carried_columns.contains(key) {
+            if let Some((name, _)) = OPTIONAL_COLUMN_DOCS.iter().find(|(name, _)| name == key) {
+                self.optional_columns.insert(name);
+            } else if !COLUMN_DOCS.iter().any(|(name, _)| name == key) && !self.carried_columns.contains(key) {
                 self.carried_columns.insert(key.clone());
             }
         }
@@ -236,6 +241,7 @@ impl RunWriter {
             manifest,
             rejected,
             carried_columns,
+            optional_columns,
             source_folders,
             more_folders,
             ..
@@ -270,7 +276,8 @@ impl RunWriter {
         });
         let report_text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
         write_atomic(&out_dir.join("report.json"), report_text.as_bytes())?;
-        let card = dataset_card(&summary, &carried_columns, &source_folders, more_folders, facts);
+        let columns = CardColumns { optional: &optional_columns, carried: &carried_columns };
+        let card = dataset_card(&summary, &columns, &source_folders, more_folders, facts);
         write_atomic(&out_dir.join("README.md"), card.as_bytes())?;
         Ok(summary)
     }
@@ -371,9 +378,28 @@ const COLUMN_DOCS: &[(&str, &str)] = &[
     ("duplicate_of", "id of the earlier clip with the same decoded audio, if any"),
 ];
 
+/// Meanings of the columns only some runs have (the enhancement stage's, when it is on); the
+/// dataset card lists those that appear.
+const OPTIONAL_COLUMN_DOCS: &[(&str, &str)] = &[
+    (
+        "enhancement",
+        "what denoising did: `applied` (the audio is denoised), `not_improved` or `failed` (the audio is \
+         standardised only; `warnings` says why)",
+    ),
+    ("snr_enhanced_db", "estimated SNR of the denoised signal, dB (`snr_db` is the input's)"),
+];
+
+/// The columns the dataset card lists beside [`COLUMN_DOCS`].
+struct CardColumns<'a> {
+    /// Columns of [`OPTIONAL_COLUMN_DOCS`] that appear in the manifest.
+    optional: &'a BTreeSet<&'static str>,
+    /// Columns carried through from input manifests.
+    carried: &'a BTreeSet<String>,
+}
+
 fn dataset_card(
     summary: &Summary,
-    carried_columns: &BTreeSet<String>,
+    columns: &CardColumns<'_>,
     source_folders: &BTreeSet<String>,
     more_folders: bool,
     facts: &RunFacts,
@@ -407,7 +433,10 @@ fn dataset_card(
     for (name, meaning) in COLUMN_DOCS {
         card.push_str(&format!("| `{name}` | {meaning} |\n"));
     }
-    for name in carried_columns {
+    for (name, meaning) in OPTIONAL_COLUMN_DOCS.iter().filter(|(name, _)| columns.optional.contains(name)) {
+        card.push_str(&format!("| `{name}` | {meaning} |\n"));
+    }
+    for name in columns.carried {
         card.push_str(&format!("| `{name}` | carried through from the input manifest |\n"));
     }
     card.push_str("\n## Where the audio came from\n\nEach row's `source` names the input file. ");

@@ -113,6 +113,9 @@ pub enum Stage {
     /// Speech activity, SNR, bandwidth and loudness of the standardised signal (no clip is
     /// rejected here; the gate decides).
     Measure,
+    /// The optional denoising of an accepted clip (no clip is rejected here: a failed or
+    /// unhelpful enhancement delivers the standardised clip, flagged).
+    Enhance,
     /// Writing the outputs (by the caller, after the pipeline).
     Write,
 }

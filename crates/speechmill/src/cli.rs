@@ -132,6 +132,10 @@ pub struct Settings {
     /// with `duplicate_of` set.
     #[arg(long)]
     pub no_gate: bool,
+    /// Denoise accepted clips; a clip whose denoising fails or would lower its estimated SNR is
+    /// delivered standardised and flagged [config: enhance.enabled, default off].
+    #[arg(long)]
+    pub enhance: bool,
     /// Output sample rate in Hz [config: standardise.sample_rate_hz, default 16000].
     #[arg(long, value_name = "HZ")]
     pub sample_rate: Option<u32>,
@@ -178,6 +182,7 @@ impl Settings {
     pub fn overrides(&self) -> Value {
         let mut standardise = Map::new();
         let mut gate = Map::new();
+        let mut enhance = Map::new();
         let mut run = Map::new();
         let mut log = Map::new();
         let put = |section: &mut Map<String, Value>, key: &str, value: Option<Value>| {
@@ -193,6 +198,7 @@ impl Settings {
         put(&mut standardise, "target_rms_dbfs", self.target_rms_dbfs.map(|value| json!(value)));
         put(&mut standardise, "non_finite", self.non_finite.clone().map(Value::String));
         put(&mut gate, "enabled", self.no_gate.then_some(json!(false)));
+        put(&mut enhance, "enabled", self.enhance.then_some(json!(true)));
         put(&mut gate, "min_snr_db", self.min_snr_db.map(|value| json!(value)));
         put(&mut gate, "min_duration_s", self.min_duration_s.map(|value| json!(value)));
         put(&mut gate, "max_duration_s", self.max_duration_s.map(|value| json!(value)));
@@ -201,7 +207,8 @@ impl Settings {
         put(&mut log, "format", self.log_format.map(|format| json!(format)));
         put(&mut log, "level", self.log_level.clone().map(Value::String));
         let mut root = Map::new();
-        for (name, section) in [("standardise", standardise), ("gate", gate), ("run", run), ("log", log)] {
+        let sections = [("standardise", standardise), ("gate", gate), ("enhance", enhance), ("run", run), ("log", log)];
+        for (name, section) in sections {
             if !section.is_empty() {
                 root.insert(name.to_string(), Value::Object(section));
             }

@@ -84,7 +84,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The per-clip pipeline: `[standardise]` and `[gate]`.
+    /// The per-clip pipeline: `[standardise]`, `[gate]` and `[enhance]`.
     #[serde(flatten)]
     pub pipeline: PipelineConfig,
     /// `[run]`.
@@ -98,7 +98,7 @@ pub struct Config {
 pub const ENV_PREFIX: &str = "SPEECHMILL_";
 
 /// The sections of the configuration; other `SPEECHMILL_*` variables are not configuration.
-const SECTIONS: &[&str] = &["standardise", "gate", "run", "log"];
+const SECTIONS: &[&str] = &["standardise", "gate", "enhance", "run", "log"];
 
 impl Config {
     /// Builds the effective configuration from every source, then validates it.

@@ -460,6 +460,21 @@ fn debug_hang(job: &JobRecord) {
     let _ = job;
 }
 
+/// Test hook (debug builds only): `SPEECHMILL_DEBUG_FAIL_ENHANCEMENT_SOURCE=<text>` makes the
+/// enhancement stage panic on any clip whose source contains `<text>`, to test that such a clip
+/// is delivered standardised.
+fn debug_fail_enhancement(job: &JobRecord, input: &mut ClipInput<'_>) {
+    #[cfg(debug_assertions)]
+    if let Some(text) = std::env::var_os("SPEECHMILL_DEBUG_FAIL_ENHANCEMENT_SOURCE")
+        && !text.is_empty()
+        && job.source.contains(&*text.to_string_lossy())
+    {
+        input.enhance_fault = Some(speechmill_pipeline::clip::EnhanceFault::Panic);
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (job, input);
+}
+
 /// Processes one job: never panics, never fails; every outcome is a final job state.
 fn run_job(job: &JobRecord, context: &ClipContext) -> WorkerResult {
     let (out, pipeline, memory_limit_seconds) = (&context.out, &context.pipeline, context.memory_limit_seconds);
@@ -467,7 +482,9 @@ fn run_job(job: &JobRecord, context: &ClipContext) -> WorkerResult {
     let raw_format = job.spec.get("raw_format").and_then(Value::as_str).and_then(|text| text.parse::<RawFormat>().ok());
     let columns = job.spec.get("columns").and_then(Value::as_object).cloned().unwrap_or_default();
     let scratch = out.join(STATE_DIR).join(SCRATCH_DIR);
-    let input = ClipInput { raw_format, scratch_dir: Some(&scratch), memory_limit_seconds, ..ClipInput::new(&path) };
+    let mut input =
+        ClipInput { raw_format, scratch_dir: Some(&scratch), memory_limit_seconds, ..ClipInput::new(&path) };
+    debug_fail_enhancement(job, &mut input);
     let started = Instant::now();
     let span = tracing::info_span!("clip", clip.id = %job.id);
     let outcome = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline))));

@@ -125,6 +125,55 @@ async fn the_metrics_page_shows_exactly_the_documented_metrics_and_passes_promto
     }
 }
 
+/// A clip delivered standardised because enhancement would have made it worse is counted in
+/// `speechmill_enhancement_failures_total`, and the stage is timed. Real audio: clean studio
+/// speech with digital silence in its pauses, which RNNoise fills with its own residue (the
+/// estimated SNR falls from 80 to 55 dB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_enhancement_would_make_worse_is_counted_and_delivered() {
+    let data = tempfile::tempdir().unwrap();
+    let key = create_key(data.path(), "submit,read");
+    let metrics_port = free_port();
+    let clip = repo().join("testdata/real-speech/alsa-utils/Front_Left.wav");
+    let input_root = clip.parent().unwrap().to_path_buf();
+    let node = Node::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--input-root",
+            input_root.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--metrics-listen",
+            &format!("127.0.0.1:{metrics_port}"),
+        ],
+        &[("SPEECHMILL_ENHANCE__ENABLED", "true"), ("SPEECHMILL_ENHANCE__METHOD", "rnnoise")],
+    );
+    let submitted = submit(&node, &key, &clip, &[]).await;
+    assert_eq!(submitted.status(), 201);
+    let job: Value = submitted.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+    wait_for(&node, &key, id, Duration::from_secs(60), |job| job["state"] == "succeeded").await;
+    let result: Value = client()
+        .get(node.url(&format!("/v1/jobs/{id}/result")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(result["row"]["enhancement"], "not_improved", "{result:#}");
+
+    let page = scrape(metrics_port).await;
+    assert_eq!(sample(&page, "speechmill_enhancement_failures_total"), Some(1.0), "{page}");
+    assert_eq!(sample(&page, "speechmill_clips_total{outcome=\"accepted\"}"), Some(1.0));
+    assert_eq!(sample(&page, "speechmill_stage_duration_seconds_count{stage=\"enhance\"}"), Some(1.0));
+}
+
 /// Runs a command with `input` on standard input; `None` if it cannot be started.
 trait OutputWithInput {
     fn output_with_input(&mut self, input: &str) -> Option<std::process::Output>;

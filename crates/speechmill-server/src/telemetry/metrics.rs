@@ -18,7 +18,7 @@ use axum::routing::get;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use speechmill_pipeline::clip::{Measurements, Processed, Rejection};
+use speechmill_pipeline::clip::{EnhancementOutcome, Measurements, Processed, Rejection};
 use speechmill_queue::{JobQueue, JobState};
 use tokio_util::sync::CancellationToken;
 
@@ -217,11 +217,15 @@ fn add_seconds(name: &'static str, total_millis: &AtomicU64, seconds: f64) {
 }
 
 /// Records one clip that went through the pipeline (service worker or batch job):
-/// outcome, reason, audio seconds, real-time factor and quality distributions.
+/// outcome, reason, audio seconds, real-time factor, quality distributions, and an accepted
+/// clip delivered standardised because its enhancement failed or would have made it worse.
 pub fn record_clip(result: Result<&Processed, &Rejection>, elapsed: Duration) {
     let measurements: &Measurements = match result {
         Ok(processed) => {
             counter!(CLIPS, "outcome" => "accepted").increment(1);
+            if processed.measurements.enhancement.is_some_and(EnhancementOutcome::is_fallback) {
+                counter!(ENHANCEMENT_FAILURES).increment(1);
+            }
             if let (Some(samples), Some(rate)) =
                 (processed.measurements.num_samples, processed.measurements.sample_rate)
             {
