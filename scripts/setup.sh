@@ -34,9 +34,9 @@ fi
 
 if "$want_python"; then
     venv="$root/target/pyenv"
-    if ! "$venv/bin/python" -c 'import datasets, soundfile, numpy, opentelemetry.proto' >/dev/null 2>&1; then
-        echo "setup: creating $venv with datasets, soundfile and opentelemetry-proto" >&2
+    if ! "$venv/bin/python" -c 'import datasets, soundfile, numpy, opentelemetry.proto, moto.server' >/dev/null 2>&1; then
+        echo "setup: creating $venv with datasets, soundfile, opentelemetry-proto and moto[server]" >&2
         python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --disable-pip-version-check datasets soundfile numpy opentelemetry-proto
+        "$venv/bin/pip" install --quiet --disable-pip-version-check datasets soundfile numpy opentelemetry-proto 'moto[server]'
     fi
 fi
