@@ -462,7 +462,7 @@ fn attempt(
             let message = format!("invalid raw_format: {err}");
             return Outcome::Rejected(rejection_row(
                 job,
-                &payload,
+                payload,
                 Reason::UnrecognisedFormat,
                 Stage::Read,
                 &message,
@@ -501,7 +501,7 @@ fn attempt(
         Err(rejection) => {
             return Outcome::Rejected(rejection_row(
                 job,
-                &payload,
+                payload,
                 rejection.reason,
                 rejection.stage,
                 &rejection.message,
