@@ -3,8 +3,9 @@
 #   - cmake (the bundled libopus decoder is built with it),
 #   - promtool (Debian's prometheus package), which checks the metrics page in the tests,
 #   - with --python: a virtualenv in target/pyenv with Hugging Face `datasets` and `soundfile`,
-#     used by the tests that load the Parquet output as a user would, and `opentelemetry-proto`,
-#     used by the tests' trace receiver.
+#     used by the tests that load the Parquet output as a user would, `opentelemetry-proto`,
+#     used by the tests' trace receiver, and `moto[server]`, the S3-compatible server the object
+#     storage tests run against.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
