@@ -3,8 +3,9 @@
 #   - cmake (the bundled libopus decoder is built with it),
 #   - promtool (Debian's prometheus package), which checks the metrics page in the tests,
 #   - with --python: a virtualenv in target/pyenv with Hugging Face `datasets` and `soundfile`,
-#     used by the tests that load the Parquet output as a user would, and `opentelemetry-proto`,
-#     used by the tests' trace receiver.
+#     used by the tests that load the Parquet output as a user would, `opentelemetry-proto`,
+#     used by the tests' trace receiver, and `moto[server]`, the S3-compatible server the object
+#     storage tests run against.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -34,9 +35,9 @@ fi
 
 if "$want_python"; then
     venv="$root/target/pyenv"
-    if ! "$venv/bin/python" -c 'import datasets, soundfile, numpy, opentelemetry.proto' >/dev/null 2>&1; then
-        echo "setup: creating $venv with datasets, soundfile and opentelemetry-proto" >&2
+    if ! "$venv/bin/python" -c 'import datasets, soundfile, numpy, opentelemetry.proto, moto.server' >/dev/null 2>&1; then
+        echo "setup: creating $venv with datasets, soundfile, opentelemetry-proto and moto[server]" >&2
         python3 -m venv "$venv"
-        "$venv/bin/pip" install --quiet --disable-pip-version-check datasets soundfile numpy opentelemetry-proto
+        "$venv/bin/pip" install --quiet --disable-pip-version-check datasets soundfile numpy opentelemetry-proto 'moto[server]'
     fi
 fi

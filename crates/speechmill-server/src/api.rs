@@ -28,7 +28,7 @@ use crate::model::{
     AuditView, BatchRequest, BatchView, Health, JobPage, JobPayload, JobSource, JobView, ListParams, PathJobRequest,
     ReplayCount, ReplayFilter, ResultView,
 };
-use crate::storage::{InputRoots, LocalStorage};
+use crate::storage::{InputRoots, Storage, StorageError, check_object_key};
 use crate::telemetry;
 
 /// Limits on what clients may send.
@@ -86,8 +86,8 @@ pub struct AppState {
     pub keys: Arc<dyn KeyStore>,
     /// Hashes presented keys.
     pub hasher: Arc<KeyHasher>,
-    /// Uploads and outputs.
-    pub storage: LocalStorage,
+    /// Uploads and outputs, behind the storage breaker.
+    pub storage: Storage,
     /// Where path submissions may point.
     pub roots: Arc<InputRoots>,
     /// Client limits.
@@ -141,7 +141,7 @@ impl AppState {
         queue: Arc<dyn JobQueue>,
         keys: Arc<dyn KeyStore>,
         hasher: Arc<KeyHasher>,
-        storage: LocalStorage,
+        storage: Storage,
         roots: InputRoots,
         limits: Limits,
         breakers: Breakers,
@@ -235,15 +235,35 @@ impl AppState {
         request.callback_url.as_deref().map(|url| check_url(url, &self.limits.callback_hosts)).transpose()
     }
 
+    /// The payload of a JSON submission, its `path` confined to the input roots or its
+    /// `object_key` checked (the object's existence is checked by the caller).
     fn path_payload(&self, request: &PathJobRequest) -> Result<JobPayload, ApiError> {
-        let path = self.roots.resolve(&request.path).map_err(|err| ApiError::PathRejected(err.to_string()))?;
+        let source = match (&request.path, &request.object_key) {
+            (Some(path), None) => {
+                let path = self.roots.resolve(path).map_err(|err| ApiError::PathRejected(err.to_string()))?;
+                JobSource::Path { path: path.to_string_lossy().into_owned() }
+            }
+            (None, Some(key)) => {
+                if !self.storage.is_object_store() {
+                    return Err(ApiError::BadRequest(
+                        "object_key needs object storage, and this service keeps its files on local disk; \
+                         submit a path or an upload"
+                            .into(),
+                    ));
+                }
+                check_object_key(key).map_err(|err| ApiError::BadRequest(err.to_string()))?;
+                JobSource::Object { key: key.clone() }
+            }
+            (Some(_), Some(_)) => return Err(ApiError::BadRequest("give either path or object_key, not both".into())),
+            (None, None) => return Err(ApiError::BadRequest("the request names no path and no object_key".into())),
+        };
         if let Some(format) = &request.raw_format {
             format
                 .parse::<speechmill_audio::decode::RawFormat>()
                 .map_err(|err| ApiError::BadRequest(format!("invalid raw_format {format:?}: {err}")))?;
         }
         Ok(JobPayload {
-            source: JobSource::Path { path: path.to_string_lossy().into_owned() },
+            source,
             metadata: request.metadata.clone(),
             raw_format: request.raw_format.clone(),
             traceparent: traceparent_here(),
@@ -310,8 +330,8 @@ struct UploadForm {
     callback_url: Option<String>,
 }
 
-/// Submits one clip, as a multipart upload (field `file`) or as JSON naming a path under an
-/// input root.
+/// Submits one clip, as a multipart upload (field `file`), or as JSON naming a path under an
+/// input root (`path`) or, with object storage configured, an existing object (`object_key`).
 #[utoipa::path(
     post, path = "/v1/jobs", tag = "jobs",
     params(("Idempotency-Key" = Option<String>, Header, description = "a repeated key returns the first job (200)")),
@@ -322,12 +342,12 @@ struct UploadForm {
     responses(
         (status = 201, description = "job created", body = JobView),
         (status = 200, description = "a job with this idempotency key exists", body = JobView),
-        (status = 400, description = "bad request or path outside the input roots", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "bad request, path outside the input roots, or object_key invalid, missing or given without object storage", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "upload over max_upload_bytes", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "backlog over its limit (Retry-After)", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "database unavailable or shutting down (Retry-After)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database or storage unavailable, or shutting down (Retry-After)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -347,8 +367,15 @@ async fn submit_job(State(state): State<AppState>, headers: HeaderMap, request: 
             .await
             .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
         let callback_url = state.callback_url(&body)?;
-        (state.path_payload(&body)?, None, callback_url)
+        let payload = state.path_payload(&body)?;
+        if let JobSource::Object { key } = &payload.source
+            && !state.storage.exists(key).await?
+        {
+            return Err(ApiError::BadRequest(format!("no object {key:?} in the service's object storage")));
+        }
+        (payload, None, callback_url)
     };
+    let payload_source = payload.source.clone();
     let job = NewJob {
         payload: serde_json::to_value(&payload).map_err(|err| ApiError::Internal(err.to_string()))?,
         batch_id: None,
@@ -360,21 +387,25 @@ async fn submit_job(State(state): State<AppState>, headers: HeaderMap, request: 
         Ok(enqueued) => enqueued,
         Err(err) => {
             if let Some(stored) = &upload {
-                state.storage.remove(stored);
+                state.storage.remove(stored).await;
             }
             return Err(err);
         }
     };
     if enqueued.created {
         state.note_created(1);
-        let source = if upload.is_some() { "upload" } else { "path" };
+        let source = match &payload_source {
+            JobSource::Upload { .. } => "upload",
+            JobSource::Path { .. } => "path",
+            JobSource::Object { .. } => "object",
+        };
         metrics::counter!(telemetry::metrics::JOBS_SUBMITTED, "source" => source).increment(1);
     }
     if !enqueued.created
         && let Some(stored) = &upload
     {
         // The first submission with this key already holds its own copy.
-        state.storage.remove(stored);
+        state.storage.remove(stored).await;
     }
     let status = if enqueued.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(job_response(status, JobView::from(&enqueued.job)))
@@ -405,32 +436,43 @@ async fn receive_upload(
                         return Err(ApiError::BadRequest("more than one file field".into()));
                     }
                     let filename = field.file_name().unwrap_or("upload").to_string();
+                    if let Some(wait) = state.breakers.storage.refusing_for() {
+                        return Err(ApiError::Unavailable {
+                            what: "storage",
+                            retry_after_seconds: wait.as_secs().max(1),
+                        });
+                    }
                     let (partial, name) = state.storage.new_upload();
-                    stored = Some((name.clone(), filename));
-                    let storage_error = |err: std::io::Error| {
+                    let local_error = |err: std::io::Error| {
                         state.breakers.storage.record(false);
-                        tracing::error!(error = %err, "cannot store an upload");
+                        tracing::error!(error = %err, "cannot write an upload to the data folder");
                         ApiError::Unavailable { what: "storage", retry_after_seconds: 5 }
                     };
-                    state.breakers.storage.allow().map_err(|wait| ApiError::Unavailable {
-                        what: "storage",
-                        retry_after_seconds: wait.as_secs().max(1),
-                    })?;
-                    let mut file = tokio::fs::File::create(&partial).await.map_err(storage_error)?;
-                    let mut written: u64 = 0;
-                    while let Some(chunk) = field.chunk().await.map_err(field_error)? {
-                        written += chunk.len() as u64;
-                        if written > limit {
-                            drop(file);
-                            let _ = tokio::fs::remove_file(&partial).await;
-                            return Err(ApiError::TooLarge(limit));
+                    let received: Result<(), ApiError> = async {
+                        let mut file = tokio::fs::File::create(&partial).await.map_err(local_error)?;
+                        let mut written: u64 = 0;
+                        while let Some(chunk) = field.chunk().await.map_err(field_error)? {
+                            written += chunk.len() as u64;
+                            if written > limit {
+                                return Err(ApiError::TooLarge(limit));
+                            }
+                            file.write_all(&chunk).await.map_err(local_error)?;
                         }
-                        file.write_all(&chunk).await.map_err(storage_error)?;
+                        file.sync_all().await.map_err(local_error)
                     }
-                    file.sync_all().await.map_err(storage_error)?;
-                    drop(file);
-                    tokio::fs::rename(&partial, state.storage.path_of(&name)).await.map_err(storage_error)?;
-                    state.breakers.storage.record(true);
+                    .await;
+                    if let Err(err) = received {
+                        let _ = tokio::fs::remove_file(&partial).await;
+                        return Err(err);
+                    }
+                    // Stored (renamed into place, or PUT as an object) before the job is
+                    // enqueued: a 201 means the upload is durable.
+                    if let Err(err) = state.storage.put_file(&name, &partial).await {
+                        let _ = tokio::fs::remove_file(&partial).await;
+                        tracing::error!(error = %err, "cannot store an upload");
+                        return Err(ApiError::from(err));
+                    }
+                    stored = Some((name, filename));
                 }
                 "metadata" => {
                     let text = field.text().await.map_err(field_error)?;
@@ -457,7 +499,7 @@ async fn receive_upload(
     .await;
     if let Err(err) = outcome {
         if let Some((name, _)) = &stored {
-            state.storage.remove(name);
+            state.storage.remove(name).await;
         }
         return Err(err);
     }
@@ -637,23 +679,15 @@ async fn get_result_audio(
     if !relative.starts_with("audio/") || relative.contains("..") {
         return Err(ApiError::Internal(format!("job {id} has an unexpected audio path {relative:?}")));
     }
-    state
-        .breakers
-        .storage
-        .allow()
-        .map_err(|wait| ApiError::Unavailable { what: "storage", retry_after_seconds: wait.as_secs().max(1) })?;
-    let bytes = match tokio::fs::read(state.storage.path_of(relative)).await {
-        Ok(bytes) => {
-            state.breakers.storage.record(true);
-            bytes
+    let stream = match state.storage.read(relative).await {
+        Ok(stream) => stream,
+        Err(StorageError::NotFound(_)) => {
+            return Err(ApiError::Internal(format!("job {id} succeeded but its audio {relative:?} is missing")));
         }
-        Err(err) => {
-            state.breakers.storage.record(err.kind() == std::io::ErrorKind::NotFound);
-            return Err(ApiError::Internal(format!("cannot read {relative}: {err}")));
-        }
+        Err(err) => return Err(ApiError::from(err)),
     };
     let content_type = if relative.ends_with(".wav") { "audio/wav" } else { "audio/flac" };
-    Ok(([(header::CONTENT_TYPE, content_type)], Body::from(bytes)).into_response())
+    Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response())
 }
 
 /// Cancels a job that has not started.
@@ -801,9 +835,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Err(ApiError::Unavailable { .. }) => "unavailable".to_string(),
         Err(_) => "error".to_string(),
     };
-    let storage = match state.storage.check() {
+    // Through the storage breaker too: a cheap list (object storage) or stat (data folder).
+    let storage = match state.storage.check().await {
         Ok(()) => "ok".to_string(),
-        Err(_) => "unavailable".to_string(),
+        Err(err) => {
+            tracing::debug!(error = %err, "storage not ready");
+            "unavailable".to_string()
+        }
     };
     let ready = !shutting_down && database == "ok" && storage == "ok";
     let checks = json!({
@@ -811,6 +849,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "database": database,
         "storage": storage,
         "database_breaker": state.breakers.database.view().state,
+        "storage_breaker": state.breakers.storage.view().state,
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Health { status: if ready { "ok".into() } else { "not ready".into() }, checks })).into_response()

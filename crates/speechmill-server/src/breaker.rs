@@ -143,6 +143,18 @@ impl Breaker {
         }
     }
 
+    /// How long until an open breaker lets calls through, without taking a trial call; `None`
+    /// when a call would be allowed now. For refusing work early, before the guarded call.
+    pub fn refusing_for(&self) -> Option<Duration> {
+        let now = self.clock.now_ms();
+        let inner = self.lock();
+        if inner.state != BreakerState::Open {
+            return None;
+        }
+        let reopens = inner.opened_at + self.config.open_for.as_millis() as Millis;
+        (now < reopens).then(|| Duration::from_millis((reopens - now) as u64))
+    }
+
     /// Records a call's outcome.
     pub fn record(&self, success: bool) {
         let now = self.clock.now_ms();

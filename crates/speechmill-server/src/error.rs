@@ -121,6 +121,22 @@ impl From<QueueError> for ApiError {
     }
 }
 
+impl From<crate::storage::StorageError> for ApiError {
+    fn from(err: crate::storage::StorageError) -> Self {
+        use crate::storage::StorageError;
+        match err {
+            StorageError::BreakerOpen { retry_after } => {
+                ApiError::Unavailable { what: "storage", retry_after_seconds: retry_after.as_secs().max(1) }
+            }
+            err if err.is_transient() => {
+                tracing::warn!(error = %err, "storage unavailable");
+                ApiError::Unavailable { what: "storage", retry_after_seconds: 5 }
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = self.problem();

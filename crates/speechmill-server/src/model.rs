@@ -24,6 +24,11 @@ pub enum JobSource {
         /// Absolute, canonical.
         path: String,
     },
+    /// An existing object in the configured object storage, named by the client.
+    Object {
+        /// Relative to the storage URL's prefix; checked to hold no `..`.
+        key: String,
+    },
 }
 
 impl JobSource {
@@ -32,6 +37,7 @@ impl JobSource {
         match self {
             JobSource::Upload { filename, .. } => filename,
             JobSource::Path { path } => path,
+            JobSource::Object { key } => key,
         }
     }
 }
@@ -52,13 +58,20 @@ pub struct JobPayload {
     pub traceparent: Option<String>,
 }
 
-/// `POST /v1/jobs` with a JSON body: a file under a configured input root.
+/// `POST /v1/jobs` with a JSON body: a file under a configured input root (`path`) or, when the
+/// service keeps its files in object storage, an existing object (`object_key`); exactly one.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathJobRequest {
     /// The file: absolute, or relative to an input root. Must resolve inside a root.
+    #[serde(default)]
     #[schema(example = "speaker-1/0001.wav")]
-    pub path: String,
+    pub path: Option<String>,
+    /// An existing object in the service's object storage (`--storage-url s3://...`), relative
+    /// to the storage URL's prefix; keys with `..` are refused. Only with object storage.
+    #[serde(default)]
+    #[schema(example = "incoming/a.wav")]
+    pub object_key: Option<String>,
     /// Carried through to the result unchanged.
     #[serde(default)]
     #[schema(value_type = Object)]

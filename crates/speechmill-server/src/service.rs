@@ -17,7 +17,7 @@ use crate::api::{AppState, Breakers, Limits, router};
 use crate::auth::{KeyHasher, SecretError};
 use crate::breaker::{Breaker, BreakerConfig};
 use crate::callbacks::{CallbackSettings, run_sender};
-use crate::storage::{InputRoots, LocalStorage, StorageError};
+use crate::storage::{InputRoots, Storage, StorageConfig, StorageError};
 use crate::telemetry::metrics::{Sampled, run_sampler, serve as serve_metrics};
 use crate::worker::{WorkerSettings, run_reaper, run_workers};
 
@@ -27,8 +27,8 @@ pub enum ServiceError {
     /// The queue database could not be opened or migrated.
     #[error("queue database: {0}")]
     Queue(#[from] QueueError),
-    /// The data folder could not be prepared.
-    #[error("data folder: {0}")]
+    /// The data folder or the object storage could not be prepared.
+    #[error("storage: {0}")]
     Storage(#[from] StorageError),
     /// The API key secret could not be read or created.
     #[error("{0}")]
@@ -55,6 +55,8 @@ pub struct ServiceConfig {
     pub data_dir: PathBuf,
     /// `postgres://...` to share a queue between nodes; `None` for SQLite in the data folder.
     pub database_url: Option<String>,
+    /// Where uploads and outputs are kept: the data folder (default) or an S3-compatible bucket.
+    pub storage: StorageConfig,
     /// Folders that JSON submissions may name files in.
     pub input_roots: Vec<PathBuf>,
     /// Client limits.
@@ -87,6 +89,7 @@ impl ServiceConfig {
         ServiceConfig {
             data_dir,
             database_url: None,
+            storage: StorageConfig::Local,
             input_roots: Vec::new(),
             limits: Limits::default(),
             queue: QueueConfig::default(),
@@ -136,10 +139,9 @@ pub struct Service {
 }
 
 impl Service {
-    /// Opens the data folder, the queue (applying migrations) and the key secret.
+    /// Opens the data folder, the queue (applying migrations), the storage and the key secret.
     pub async fn open(config: ServiceConfig) -> Result<Service, ServiceError> {
         let stores = open_data(&config.data_dir, config.database_url.as_deref(), config.queue.clone()).await?;
-        let storage = LocalStorage::open(&config.data_dir)?;
         let hasher = KeyHasher::load_or_create(&secret_path(&config.data_dir))?;
         let roots = InputRoots::new(&config.input_roots).map_err(|source| ServiceError::InputRoot {
             path: config.input_roots.iter().find(|root| !root.exists()).cloned().unwrap_or_default(),
@@ -151,6 +153,8 @@ impl Service {
             storage: Arc::new(Breaker::new("storage", config.breaker.clone(), clock.clone())),
             callbacks: Arc::new(Breaker::new("callbacks", config.breaker.clone(), clock)),
         };
+        let storage = Storage::open(&config.storage, &config.data_dir, breakers.storage.clone())?;
+        tracing::info!(storage = %storage.describe(), "storage opened");
         let state = AppState::new(
             stores.queue,
             stores.keys,

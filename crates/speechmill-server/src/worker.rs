@@ -1,13 +1,15 @@
-//! Workers: claim a job, keep its lease alive, run the clip pipeline (which applies the gate's
-//! thresholds) on the blocking pool (never on the async runtime), write the outputs atomically under deterministic names, and
-//! record exactly one outcome. Also the reaper, which returns jobs of crashed workers.
+//! Workers: claim a job, keep its lease alive, fetch its input from storage (object inputs into
+//! the data folder's scratch space), run the clip pipeline (which applies the gate's thresholds)
+//! on the blocking pool (never on the async runtime), store the outputs atomically under
+//! deterministic keys, and record exactly one outcome. Also the reaper, which returns jobs of
+//! crashed workers.
 //!
 //! Outcomes: accepted clips complete the job; clips rejected for their content reject it (never
 //! retried); a crash, a timeout, an internal pipeline error or a storage failure fails the
 //! attempt, which the queue retries with backoff and finally declares dead.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use tracing::Instrument;
 
 use crate::breaker::Breaker;
 use crate::model::{JobPayload, JobSource};
-use crate::storage::LocalStorage;
+use crate::storage::{Storage, StorageError, audio_key, result_key};
 use crate::telemetry::metrics::{self as telemetry_metrics, JOB_RETRIES, JOBS_CLAIMED, WORKERS, WORKERS_BUSY};
 use crate::telemetry::traces;
 
@@ -65,7 +67,7 @@ enum Outcome {
 /// or been handed back.
 pub async fn run_workers(
     queue: Arc<dyn JobQueue>,
-    storage: LocalStorage,
+    storage: Storage,
     settings: WorkerSettings,
     database: Arc<Breaker>,
     stop: CancellationToken,
@@ -111,7 +113,8 @@ pub async fn run_reaper(queue: Arc<dyn JobQueue>, every: Duration, stop: Cancell
 /// One worker's loop.
 struct Worker {
     queue: Arc<dyn JobQueue>,
-    storage: LocalStorage,
+    /// Inputs and outputs; its breaker, when open, pauses claiming like the database's.
+    storage: Storage,
     settings: Arc<WorkerSettings>,
     /// The database's circuit breaker: an open breaker pauses claiming.
     database: Arc<Breaker>,
@@ -123,6 +126,11 @@ struct Worker {
 impl Worker {
     async fn run(self) {
         while !self.stop.is_cancelled() {
+            if let Some(wait) = self.storage.refusing_for() {
+                // Storage is down: claiming now would only burn the jobs' attempts.
+                self.pause(wait).await;
+                continue;
+            }
             if let Err(wait) = self.database.allow() {
                 self.pause(wait).await;
                 continue;
@@ -162,13 +170,46 @@ impl Worker {
         let heartbeat = tokio::spawn(heartbeat(self.queue.clone(), lease.clone(), self.settings.lease / 3));
 
         let job = lease.job.clone();
-        let storage = self.storage.clone();
         let pipeline = self.settings.pipeline.clone();
         let memory_limit_seconds = self.settings.memory_limit_seconds;
         let span = tracing::Span::current();
-        let work = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| attempt(&job, &storage, &pipeline, memory_limit_seconds))
-        });
+        let storage = self.storage.clone();
+        let work = async move {
+            let prepared = match prepare(&job, &storage).await {
+                Ok(prepared) => prepared,
+                Err(outcome) => return Ok::<Outcome, tokio::task::JoinError>(outcome),
+            };
+            let input = prepared.input.clone();
+            // Deletes a fetched copy however the attempt ends (even on a timeout, which drops
+            // this future while the blocking thread may still read the file: unlinking is safe).
+            let _fetched = prepared.temporary_input.then(|| RemoveOnDrop(prepared.input.clone()));
+            let scratch = storage.scratch_dir();
+            let outputs = Outputs {
+                audio_key: audio_key(&job.id, pipeline.standardise.format.extension()),
+                result_key: result_key(&job.id),
+            };
+            let staging = (storage.staging_path(&outputs.audio_key), storage.staging_path(&outputs.result_key));
+            let blocking_job = job.clone();
+            let blocking_staging = staging.clone();
+            let blocking_outputs = outputs.clone();
+            let processed = tokio::task::spawn_blocking(move || {
+                span.in_scope(|| {
+                    attempt(
+                        &blocking_job,
+                        &prepared.payload,
+                        &input,
+                        &blocking_outputs,
+                        &blocking_staging,
+                        &scratch,
+                        &pipeline,
+                        memory_limit_seconds,
+                    )
+                })
+            })
+            .await;
+            let outcome = processed?;
+            Ok(store_outputs(outcome, &storage, &outputs, &staging).await)
+        };
         let stop = self.stop.clone();
         let drain = self.settings.drain_timeout;
         let drain_expired = async move {
@@ -230,7 +271,7 @@ impl Worker {
                             serde_json::from_value::<JobPayload>(job.payload.clone())
                         && job.state != speechmill_queue::JobState::Dead
                     {
-                        self.storage.remove(&stored);
+                        self.storage.remove(&stored).await;
                     }
                     tracing::info!(job.id = %job_id, state = job.state.as_str(), "job attempt recorded");
                     return;
@@ -303,27 +344,125 @@ async fn heartbeat(queue: Arc<dyn JobQueue>, lease: Lease, every: Duration) {
     }
 }
 
-/// One attempt at a job, start to finish, on a blocking thread. Never panics.
-fn attempt(job: &QueueJob, storage: &LocalStorage, pipeline: &PipelineConfig, memory_limit_seconds: f64) -> Outcome {
+/// Deletes a file when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A job's input, readable as a local file.
+struct Prepared {
+    /// The job's payload.
+    payload: JobPayload,
+    /// The local file to process.
+    input: PathBuf,
+    /// Whether `input` is a fetched copy to delete after the attempt.
+    temporary_input: bool,
+}
+
+/// Where an accepted clip's outputs are stored.
+#[derive(Debug, Clone)]
+struct Outputs {
+    /// `audio/<job id>.<ext>`.
+    audio_key: String,
+    /// `results/<job id>.json`.
+    result_key: String,
+}
+
+/// Reads the payload and makes the input a local file (fetching uploads and objects from
+/// object storage into scratch); a missing stored input rejects the job, an unreachable storage
+/// fails the attempt.
+async fn prepare(job: &QueueJob, storage: &Storage) -> Result<Prepared, Outcome> {
     let payload: JobPayload = match serde_json::from_value(job.payload.clone()) {
         Ok(payload) => payload,
         Err(err) => {
-            return Outcome::Rejected(json!({
+            return Err(Outcome::Rejected(json!({
                 "id": job.id, "reason": "internal_error", "message": format!("unreadable job payload: {err}"),
-            }));
+            })));
         }
     };
-    let path: PathBuf = match &payload.source {
-        JobSource::Upload { stored, .. } => storage.path_of(stored),
-        JobSource::Path { path } => PathBuf::from(path),
+    let key = match &payload.source {
+        JobSource::Path { path } => {
+            return Ok(Prepared { input: PathBuf::from(path), payload, temporary_input: false });
+        }
+        JobSource::Upload { stored, .. } => stored.clone(),
+        JobSource::Object { key } => key.clone(),
     };
+    let fetched = storage.fetch(&key).instrument(speechmill_pipeline::clip::stage_span(Stage::Read)).await;
+    match fetched {
+        Ok(fetched) => Ok(Prepared { payload, input: fetched.path, temporary_input: fetched.temporary }),
+        Err(StorageError::NotFound(_)) => {
+            let message = format!("the stored input {key:?} does not exist");
+            Err(Outcome::Rejected(rejection_row(
+                job,
+                &payload,
+                Reason::IoError,
+                Stage::Read,
+                &message,
+                &Measurements::default(),
+                None,
+            )))
+        }
+        Err(err) => Err(Outcome::Failed(JobError {
+            kind: FailureKind::Transient,
+            message: format!("cannot fetch the input from storage: {err}"),
+            context: json!({ "stage": "read" }),
+        })),
+    }
+}
+
+/// Stores an accepted clip's staged outputs under their keys (a no-op on local disk, where they
+/// were written in place); a failure fails the attempt, and the retry writes them again.
+async fn store_outputs(
+    outcome: Outcome,
+    storage: &Storage,
+    outputs: &Outputs,
+    staging: &(PathBuf, PathBuf),
+) -> Outcome {
+    if !matches!(outcome, Outcome::Accepted(_)) {
+        return outcome;
+    }
+    let stored = async {
+        storage.put_file(&outputs.audio_key, &staging.0).await?;
+        storage.put_file(&outputs.result_key, &staging.1).await
+    }
+    .await;
+    match stored {
+        Ok(()) => outcome,
+        Err(err) => {
+            let _ = tokio::fs::remove_file(&staging.0).await;
+            let _ = tokio::fs::remove_file(&staging.1).await;
+            Outcome::Failed(JobError {
+                kind: FailureKind::Transient,
+                message: format!("cannot store the outputs: {err}"),
+                context: json!({ "stage": "write" }),
+            })
+        }
+    }
+}
+
+/// One attempt at a job's clip, on a blocking thread: the pipeline, then the outputs written to
+/// their staging paths. Never panics.
+fn attempt(
+    job: &QueueJob,
+    payload: &JobPayload,
+    path: &Path,
+    outputs: &Outputs,
+    staging: &(PathBuf, PathBuf),
+    scratch: &Path,
+    pipeline: &PipelineConfig,
+    memory_limit_seconds: f64,
+) -> Outcome {
     let raw_format = match payload.raw_format.as_deref().map(str::parse::<RawFormat>).transpose() {
         Ok(format) => format,
         Err(err) => {
             let message = format!("invalid raw_format: {err}");
             return Outcome::Rejected(rejection_row(
                 job,
-                &payload,
+                payload,
                 Reason::UnrecognisedFormat,
                 Stage::Read,
                 &message,
@@ -332,8 +471,7 @@ fn attempt(job: &QueueJob, storage: &LocalStorage, pipeline: &PipelineConfig, me
             ));
         }
     };
-    let scratch = storage.scratch_dir();
-    let input = ClipInput { raw_format, scratch_dir: Some(&scratch), memory_limit_seconds, ..ClipInput::new(&path) };
+    let input = ClipInput { raw_format, scratch_dir: Some(scratch), memory_limit_seconds, ..ClipInput::new(path) };
     let started = std::time::Instant::now();
     let processed = match catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline))) {
         Ok(result) => {
@@ -363,7 +501,7 @@ fn attempt(job: &QueueJob, storage: &LocalStorage, pipeline: &PipelineConfig, me
         Err(rejection) => {
             return Outcome::Rejected(rejection_row(
                 job,
-                &payload,
+                payload,
                 rejection.reason,
                 rejection.stage,
                 &rejection.message,
@@ -372,11 +510,10 @@ fn attempt(job: &QueueJob, storage: &LocalStorage, pipeline: &PipelineConfig, me
             ));
         }
     };
-    let audio_name = LocalStorage::audio_name(&job.id, pipeline.standardise.format.extension());
     let mut row = Map::new();
     row.insert("id".into(), json!(job.id));
     row.insert("source".into(), json!(payload.source.display_name()));
-    row.insert("audio_path".into(), json!(audio_name));
+    row.insert("audio_path".into(), json!(outputs.audio_key));
     row.insert("duration_s".into(), json!(processed.measurements.duration_s));
     row.insert("sample_rate".into(), json!(processed.measurements.sample_rate));
     measurement_fields(&processed.measurements, &mut row);
@@ -384,12 +521,9 @@ fn attempt(job: &QueueJob, storage: &LocalStorage, pipeline: &PipelineConfig, me
     carry(&mut row, &payload.metadata);
     let row = Value::Object(row);
     let _writing = speechmill_pipeline::clip::stage_span(Stage::Write).entered();
-    let written =
-        processed.audio.persist(&storage.path_of(&audio_name)).map_err(|err| err.to_string()).and_then(|()| {
-            storage
-                .write(&LocalStorage::result_name(&job.id), row.to_string().as_bytes())
-                .map_err(|err| err.to_string())
-        });
+    let written = processed.audio.persist(&staging.0).map_err(|err| err.to_string()).and_then(|()| {
+        speechmill_pipeline::output::write_atomic(&staging.1, row.to_string().as_bytes()).map_err(|err| err.to_string())
+    });
     if let Err(err) = written {
         return Outcome::Failed(JobError {
             kind: FailureKind::Transient,

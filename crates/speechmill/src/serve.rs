@@ -12,6 +12,7 @@ use speechmill_queue::{JobQueue, JobState, ListQuery, QueueConfig, QueueError};
 use speechmill_server::auth::{KeyHasher, Scope, create_key};
 use speechmill_server::model::{JobView, rfc3339};
 use speechmill_server::service::{open_data, secret_path};
+use speechmill_server::storage::{S3Config, StorageConfig};
 use speechmill_server::telemetry::{self, LogStyle, TelemetryGuard, TelemetrySettings};
 use speechmill_server::{Limits, Service, ServiceConfig};
 
@@ -39,6 +40,11 @@ pub struct NodeArgs {
     /// Configuration file (TOML) for the clip pipeline and logging.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Keep uploads and outputs in an S3-compatible bucket (`s3://BUCKET[/PREFIX]`) instead of
+    /// the data folder; configured by AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_SESSION_TOKEN, AWS_REGION and AWS_ALLOW_HTTP.
+    #[arg(long, value_name = "URL", env = "SPEECHMILL_STORAGE_URL")]
+    pub storage_url: Option<String>,
     /// Concurrent jobs in this node (default: one per core; 0: no workers).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
@@ -277,6 +283,7 @@ fn node_config(node: &NodeArgs, role: &str) -> anyhow::Result<(ServiceConfig, Te
     let guard = init_telemetry(&config, node, role)?;
     let mut service = ServiceConfig::new(node.data.data_dir.clone());
     service.database_url = node.data.database_url.clone();
+    service.storage = storage_config(node.storage_url.as_deref())?;
     service.pipeline = config.pipeline;
     service.memory_limit_seconds = config.run.memory_limit_seconds;
     service.workers =
@@ -291,6 +298,30 @@ fn node_config(node: &NodeArgs, role: &str) -> anyhow::Result<(ServiceConfig, Te
     service.job_timeout = seconds(node.job_timeout_seconds, "job-timeout-seconds")?;
     service.drain_timeout = Duration::try_from_secs_f64(node.drain_timeout_seconds).unwrap_or_default();
     Ok((service, guard))
+}
+
+/// The storage of `--storage-url`: the data folder when absent, else an S3-compatible bucket
+/// configured by the standard AWS variables (read here, in the binary, and passed down).
+fn storage_config(url: Option<&str>) -> anyhow::Result<StorageConfig> {
+    let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else { return Ok(StorageConfig::Local) };
+    let variable = |name: &str| {
+        std::env::var_os(name).map(|value| value.to_string_lossy().trim().to_string()).filter(|value| !value.is_empty())
+    };
+    let allow_http = match variable("AWS_ALLOW_HTTP").map(|value| value.to_ascii_lowercase()).as_deref() {
+        None | Some("false" | "0" | "no") => false,
+        Some("true" | "1" | "yes") => true,
+        Some(other) => anyhow::bail!("AWS_ALLOW_HTTP is {other:?}; use true or false"),
+    };
+    let config = S3Config {
+        endpoint: variable("AWS_ENDPOINT_URL_S3").or_else(|| variable("AWS_ENDPOINT_URL")),
+        region: variable("AWS_REGION").or_else(|| variable("AWS_DEFAULT_REGION")),
+        access_key_id: variable("AWS_ACCESS_KEY_ID"),
+        secret_access_key: variable("AWS_SECRET_ACCESS_KEY"),
+        session_token: variable("AWS_SESSION_TOKEN"),
+        allow_http,
+        ..S3Config::from_url(url).context("--storage-url")?
+    };
+    Ok(StorageConfig::S3(config))
 }
 
 /// Completes on SIGTERM or Ctrl-C.
