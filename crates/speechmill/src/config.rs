@@ -1,6 +1,7 @@
 //! The effective configuration: defaults, then a TOML file, then `SPEECHMILL_*` environment
 //! variables, then command-line flags; a later source overrides an earlier one.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -68,6 +69,105 @@ impl LogConfig {
     }
 }
 
+/// The service nodes (`serve` and `worker`): `[serve]`. Flags override these values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address the API listens on (`serve`).
+    pub listen: SocketAddr,
+    /// Folders JSON submissions may name files in; none: uploads and object keys only.
+    pub input_roots: Vec<PathBuf>,
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Unfinished jobs above which submissions are refused with 429 and `Retry-After`.
+    pub max_backlog: u64,
+    /// Most jobs in one `POST /v1/batches`.
+    pub max_batch_jobs: usize,
+    /// Hosts a `callback_url` may name; none: callbacks are refused.
+    pub callback_hosts: Vec<String>,
+    /// Concurrent jobs in this node; absent: one per core; 0: no workers (`serve` only).
+    pub workers: Option<usize>,
+    /// This process's lease-owner name, unique per process sharing a queue; absent:
+    /// `HOST-serve` or `HOST-worker`.
+    pub node_name: Option<String>,
+    /// `s3://BUCKET[/PREFIX]` to keep uploads and outputs in an S3-compatible bucket; absent:
+    /// the data folder.
+    pub storage_url: Option<String>,
+    /// How long a claimed job is held without a heartbeat.
+    pub lease_seconds: f64,
+    /// Attempts before a failing job is dead.
+    pub max_attempts: u32,
+    /// How long an idle worker waits before asking the queue again.
+    pub poll_interval_ms: u64,
+    /// A job running longer than this fails with `timeout`.
+    pub job_timeout_seconds: f64,
+    /// On SIGTERM, running jobs get this long to finish before they are handed back.
+    pub drain_timeout_seconds: f64,
+    /// Longest wait for one database call made by the API.
+    pub database_timeout_seconds: f64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            input_roots: Vec::new(),
+            max_upload_bytes: 512 * 1024 * 1024,
+            max_backlog: 100_000,
+            max_batch_jobs: 10_000,
+            callback_hosts: Vec::new(),
+            workers: None,
+            node_name: None,
+            storage_url: None,
+            lease_seconds: 30.0,
+            max_attempts: 5,
+            poll_interval_ms: 200,
+            job_timeout_seconds: 600.0,
+            drain_timeout_seconds: 20.0,
+            database_timeout_seconds: 5.0,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// What is wrong with these values, one message each.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let positive = [
+            ("lease_seconds", self.lease_seconds),
+            ("job_timeout_seconds", self.job_timeout_seconds),
+            ("database_timeout_seconds", self.database_timeout_seconds),
+        ];
+        for (name, value) in positive {
+            if !value.is_finite() || value <= 0.0 || value > 1e9 {
+                problems.push(format!("serve.{name} must be a positive number of seconds, not {value}"));
+            }
+        }
+        if !self.drain_timeout_seconds.is_finite() || !(0.0..=1e9).contains(&self.drain_timeout_seconds) {
+            problems.push(format!(
+                "serve.drain_timeout_seconds must be zero or a positive number of seconds, not {}",
+                self.drain_timeout_seconds
+            ));
+        }
+        if self.max_attempts == 0 {
+            problems.push("serve.max_attempts must be at least 1".into());
+        }
+        if self.poll_interval_ms == 0 {
+            problems.push("serve.poll_interval_ms must be at least 1".into());
+        }
+        if self.max_upload_bytes == 0 {
+            problems.push("serve.max_upload_bytes must be at least 1".into());
+        }
+        if self.max_batch_jobs == 0 {
+            problems.push("serve.max_batch_jobs must be at least 1".into());
+        }
+        if self.node_name.as_deref().is_some_and(|name| name.trim().is_empty()) {
+            problems.push("serve.node_name must not be empty".into());
+        }
+        problems
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -91,6 +191,8 @@ pub struct Config {
     pub run: RunConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[serve]`: the service nodes.
+    pub serve: ServeConfig,
 }
 
 /// The prefix of configuration environment variables; `__` separates sections:
@@ -98,7 +200,7 @@ pub struct Config {
 pub const ENV_PREFIX: &str = "SPEECHMILL_";
 
 /// The sections of the configuration; other `SPEECHMILL_*` variables are not configuration.
-const SECTIONS: &[&str] = &["standardise", "gate", "enhance", "run", "log"];
+const SECTIONS: &[&str] = &["standardise", "gate", "enhance", "run", "log", "serve"];
 
 impl Config {
     /// Builds the effective configuration from every source, then validates it.
@@ -131,6 +233,7 @@ impl Config {
         if !config.run.memory_limit_seconds.is_finite() || config.run.memory_limit_seconds < 0.0 {
             problems.push("run.memory_limit_seconds must be zero or positive".to_string());
         }
+        problems.extend(config.serve.problems());
         if !problems.is_empty() {
             bail!("invalid configuration: {}", problems.join("; "));
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use speechmill_queue::{JobQueue, JobState, ListQuery, QueueConfig, QueueError};
 use speechmill_server::auth::{KeyHasher, Scope, create_key};
 use speechmill_server::model::{JobView, rfc3339};
@@ -31,13 +31,14 @@ pub struct DataArgs {
     pub database_url: Option<String>,
 }
 
-/// Flags of nodes that run workers.
+/// Flags of nodes that run workers. Each one overrides the `[serve]` value of the
+/// configuration file and of `SPEECHMILL_SERVE__*`.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// Data folder and database.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Configuration file (TOML) for the clip pipeline and logging.
+    /// Configuration file (TOML): `[serve]`, the clip pipeline and logging.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Keep uploads and outputs in an S3-compatible bucket (`s3://BUCKET[/PREFIX]`) instead of
@@ -45,29 +46,29 @@ pub struct NodeArgs {
     /// AWS_SESSION_TOKEN, AWS_REGION and AWS_ALLOW_HTTP.
     #[arg(long, value_name = "URL", env = "SPEECHMILL_STORAGE_URL")]
     pub storage_url: Option<String>,
-    /// Concurrent jobs in this node (default: one per core; 0: no workers).
+    /// Concurrent jobs in this node [default: one per core; 0: no workers].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// This process's lease-owner name; unique per process sharing a queue. A restarted process
     /// with the same name takes its stale leases back at once [default: HOST-serve or HOST-worker].
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
-    /// How long a claimed job is held without a heartbeat.
-    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
-    pub lease_seconds: f64,
-    /// Attempts before a failing job is dead.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub max_attempts: u32,
-    /// How long an idle worker waits before asking the queue again.
-    #[arg(long, value_name = "MS", default_value_t = 200)]
-    pub poll_interval_ms: u64,
-    /// A job running longer than this fails with `timeout`.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
-    pub job_timeout_seconds: f64,
-    /// On SIGTERM, running jobs get this long to finish before they are handed back.
-    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
-    pub drain_timeout_seconds: f64,
-    /// Log level (default info).
+    /// How long a claimed job is held without a heartbeat [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub lease_seconds: Option<f64>,
+    /// Attempts before a failing job is dead [default: 5].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// How long an idle worker waits before asking the queue again [default: 200].
+    #[arg(long, value_name = "MS")]
+    pub poll_interval_ms: Option<u64>,
+    /// A job running longer than this fails with `timeout` [default: 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub job_timeout_seconds: Option<f64>,
+    /// On SIGTERM, running jobs get this long to finish before they are handed back [default: 20].
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_timeout_seconds: Option<f64>,
+    /// Log level [default: info].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// Log line format on standard error: json (Elastic Common Schema) or text [default: text on
@@ -79,27 +80,76 @@ pub struct NodeArgs {
     pub metrics_listen: Option<SocketAddr>,
 }
 
-/// Arguments of `serve`.
+impl NodeArgs {
+    /// The `[serve]` values these flags set, nested like the configuration file.
+    fn overrides(&self) -> Map<String, Value> {
+        let mut serve = Map::new();
+        let mut set = |name: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                serve.insert(name.to_string(), value);
+            }
+        };
+        set("storage_url", self.storage_url.clone().map(Value::from));
+        set("workers", self.workers.map(Value::from));
+        set("node_name", self.node_name.clone().map(Value::from));
+        set("lease_seconds", self.lease_seconds.map(Value::from));
+        set("max_attempts", self.max_attempts.map(Value::from));
+        set("poll_interval_ms", self.poll_interval_ms.map(Value::from));
+        set("job_timeout_seconds", self.job_timeout_seconds.map(Value::from));
+        set("drain_timeout_seconds", self.drain_timeout_seconds.map(Value::from));
+        serve
+    }
+}
+
+/// Arguments of `serve`. Each flag overrides the `[serve]` value of the configuration file and
+/// of `SPEECHMILL_SERVE__*`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// A folder JSON submissions may name files in (repeatable); without one, only uploads.
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// A folder JSON submissions may name files in (repeatable; replaces `serve.input_roots`);
+    /// without one, only uploads and object keys.
     #[arg(long = "input-root", value_name = "DIR")]
     pub input_roots: Vec<PathBuf>,
-    /// Largest accepted upload.
-    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024)]
-    pub max_upload_bytes: u64,
-    /// Unfinished jobs above which submissions are refused with 429 and Retry-After.
-    #[arg(long, value_name = "JOBS", default_value_t = 100_000)]
-    pub max_backlog: u64,
-    /// A host that `callback_url` may name (repeatable); without one, callbacks are refused.
+    /// Largest accepted upload [default: 536870912, 512 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Unfinished jobs above which submissions are refused with 429 and Retry-After
+    /// [default: 100000].
+    #[arg(long, value_name = "JOBS")]
+    pub max_backlog: Option<u64>,
+    /// A host that `callback_url` may name (repeatable; replaces `serve.callback_hosts`); without
+    /// one, callbacks are refused.
     #[arg(long = "callback-host", value_name = "HOST")]
     pub callback_hosts: Vec<String>,
     /// The node's settings.
     #[command(flatten)]
     pub node: NodeArgs,
+}
+
+impl ServeArgs {
+    /// The `[serve]` values these flags set.
+    fn overrides(&self) -> Map<String, Value> {
+        let mut serve = self.node.overrides();
+        if let Some(listen) = self.listen {
+            serve.insert("listen".into(), Value::from(listen.to_string()));
+        }
+        if !self.input_roots.is_empty() {
+            let roots = self.input_roots.iter().map(|root| Value::from(root.to_string_lossy().into_owned()));
+            serve.insert("input_roots".into(), Value::Array(roots.collect()));
+        }
+        if let Some(bytes) = self.max_upload_bytes {
+            serve.insert("max_upload_bytes".into(), Value::from(bytes));
+        }
+        if let Some(jobs) = self.max_backlog {
+            serve.insert("max_backlog".into(), Value::from(jobs));
+        }
+        if !self.callback_hosts.is_empty() {
+            serve.insert("callback_hosts".into(), Value::from(self.callback_hosts.clone()));
+        }
+        serve
+    }
 }
 
 /// Arguments of `worker`.
@@ -203,11 +253,8 @@ fn host_name() -> String {
         .unwrap_or_else(|| "node".into())
 }
 
-fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("--{flag} must be positive"))
+fn seconds(value: f64, name: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value).ok().filter(|d| !d.is_zero()).with_context(|| format!("{name} must be positive"))
 }
 
 fn init_telemetry(config: &Config, node: &NodeArgs, role: &str) -> anyhow::Result<TelemetryGuard> {
@@ -276,28 +323,41 @@ async fn metrics_port(
     Ok(Some((listener, handle)))
 }
 
-/// Builds a node's configuration from flags and the configuration file, and starts its
-/// telemetry.
-fn node_config(node: &NodeArgs, role: &str) -> anyhow::Result<(ServiceConfig, TelemetryGuard)> {
-    let config = Config::load(Config::file_from(node.config.clone()).as_deref(), json!({}))?;
+/// Builds a node's configuration from defaults, the configuration file, `SPEECHMILL_*` and
+/// the flags in `serve` (`[serve]` values), and starts its telemetry.
+fn node_config(
+    node: &NodeArgs,
+    serve: Map<String, Value>,
+    role: &str,
+) -> anyhow::Result<(Config, ServiceConfig, TelemetryGuard)> {
+    let config = Config::load(Config::file_from(node.config.clone()).as_deref(), json!({ "serve": serve }))?;
     let guard = init_telemetry(&config, node, role)?;
+    let settings = &config.serve;
     let mut service = ServiceConfig::new(node.data.data_dir.clone());
     service.database_url = node.data.database_url.clone();
-    service.storage = storage_config(node.storage_url.as_deref())?;
-    service.pipeline = config.pipeline;
+    service.storage = storage_config(settings.storage_url.as_deref())?;
+    service.pipeline = config.pipeline.clone();
     service.memory_limit_seconds = config.run.memory_limit_seconds;
     service.workers =
-        node.workers.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
-    service.node_name = node.node_name.clone().unwrap_or_else(|| format!("{}-{role}", host_name()));
+        settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
+    service.node_name = settings.node_name.clone().unwrap_or_else(|| format!("{}-{role}", host_name()));
     service.queue = QueueConfig {
-        lease: seconds(node.lease_seconds, "lease-seconds")?,
-        max_attempts: node.max_attempts.max(1),
+        lease: seconds(settings.lease_seconds, "serve.lease_seconds")?,
+        max_attempts: settings.max_attempts.max(1),
         ..QueueConfig::default()
     };
-    service.poll_interval = Duration::from_millis(node.poll_interval_ms.max(1));
-    service.job_timeout = seconds(node.job_timeout_seconds, "job-timeout-seconds")?;
-    service.drain_timeout = Duration::try_from_secs_f64(node.drain_timeout_seconds).unwrap_or_default();
-    Ok((service, guard))
+    service.poll_interval = Duration::from_millis(settings.poll_interval_ms.max(1));
+    service.job_timeout = seconds(settings.job_timeout_seconds, "serve.job_timeout_seconds")?;
+    service.drain_timeout = Duration::try_from_secs_f64(settings.drain_timeout_seconds).unwrap_or_default();
+    service.input_roots = settings.input_roots.clone();
+    service.limits = Limits {
+        max_upload_bytes: settings.max_upload_bytes,
+        max_backlog: settings.max_backlog,
+        max_batch_jobs: settings.max_batch_jobs,
+        database_timeout: seconds(settings.database_timeout_seconds, "serve.database_timeout_seconds")?,
+        callback_hosts: settings.callback_hosts.clone(),
+    };
+    Ok((config, service, guard))
 }
 
 /// The storage of `--storage-url`: the data folder when absent, else an S3-compatible bucket
@@ -360,21 +420,27 @@ fn finish(result: anyhow::Result<()>) -> u8 {
     }
 }
 
+/// Reports a configuration that cannot be used; exit code 2.
+fn bad_configuration(err: anyhow::Error) -> u8 {
+    finish(Err(err));
+    exit::USAGE
+}
+
 /// `speechmill serve`.
 pub fn serve(args: ServeArgs) -> u8 {
+    let (settings, config, telemetry) = match node_config(&args.node, args.overrides(), "serve") {
+        Ok(loaded) => loaded,
+        Err(err) => return bad_configuration(err),
+    };
+    let listen = settings.serve.listen;
     let run = || -> anyhow::Result<()> {
-        let (mut config, telemetry) = node_config(&args.node, "serve")?;
-        config.input_roots = args.input_roots.clone();
-        config.limits =
-            Limits { max_upload_bytes: args.max_upload_bytes, max_backlog: args.max_backlog, ..Limits::default() };
         let outcome = run_node(async {
             let mut service = Service::open(config.clone()).await?;
             if let Some((listener, handle)) = metrics_port(&args.node).await? {
                 service.serve_metrics(listener, handle);
             }
-            let listener = tokio::net::TcpListener::bind(args.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let listener =
+                tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
             let address = listener.local_addr()?;
             tracing::info!(address = %address, data_dir = %config.data_dir.display(), workers = config.workers, node = %config.node_name, "speechmill serving");
             say(&format!("listening on http://{address}"));
@@ -389,11 +455,16 @@ pub fn serve(args: ServeArgs) -> u8 {
 
 /// `speechmill worker`.
 pub fn worker(args: WorkerArgs) -> u8 {
+    let (_, config, telemetry) = match node_config(&args.node, args.node.overrides(), "worker") {
+        Ok(loaded) => loaded,
+        Err(err) => return bad_configuration(err),
+    };
+    if config.workers == 0 {
+        return bad_configuration(anyhow::anyhow!(
+            "a worker node needs at least 1 worker (--workers or serve.workers)"
+        ));
+    }
     let run = || -> anyhow::Result<()> {
-        let (config, telemetry) = node_config(&args.node, "worker")?;
-        if config.workers == 0 {
-            anyhow::bail!("--workers must be at least 1 for a worker node");
-        }
         let outcome = run_node(async {
             let mut service = Service::open(config.clone()).await?;
             if let Some((listener, handle)) = metrics_port(&args.node).await? {

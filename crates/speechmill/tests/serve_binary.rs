@@ -359,3 +359,131 @@ async fn a_job_that_times_out_ends_dead_and_the_cli_lists_and_replays_it() {
     let problem: Value = third.json().await.unwrap();
     assert_eq!(problem["type"], "urn:speechmill:problem:backlog");
 }
+
+/// Accepts HTTP requests on 127.0.0.1 and sends each request's body to the returned channel,
+/// answering 200.
+async fn callback_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 8192];
+                loop {
+                    let read = stream.read(&mut buffer).await.unwrap();
+                    if read == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..read]);
+                    let text = String::from_utf8_lossy(&request).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|line| {
+                            let (name, value) = line.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if request.len() >= end + 4 + length {
+                        let body: Value = serde_json::from_slice(&request[end + 4..end + 4 + length]).unwrap();
+                        let _ = sender.send(body);
+                        stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await
+                            .unwrap();
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serve_section_of_the_configuration_file_and_the_environment_set_up_the_node() {
+    let data = tempfile::tempdir().unwrap();
+    let key = create_key(data.path(), "submit,read");
+    let root = repo().join("testdata/real-speech");
+    let config = data.path().join("speechmill.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[serve]\nlisten = \"127.0.0.1:0\"\nworkers = 1\ninput_roots = [{root:?}]\ncallback_hosts = [\"127.0.0.1\"]\n\
+             max_upload_bytes = 1000\nlease_seconds = 7.5\n"
+        ),
+    )
+    .unwrap();
+
+    // The effective configuration shows the section, with the environment over the file.
+    let shown = speechmill()
+        .args(["config", "show", "--config"])
+        .arg(&config)
+        .env("SPEECHMILL_SERVE__MAX_UPLOAD_BYTES", "4000")
+        .output()
+        .unwrap();
+    assert_exit(&shown, 0);
+    let shown = String::from_utf8(shown.stdout).unwrap();
+    for line in ["[serve]", "listen = \"127.0.0.1:0\"", "max_upload_bytes = 4000", "lease_seconds = 7.5"] {
+        assert!(shown.lines().any(|shown| shown == line), "{line:?} missing from:\n{shown}");
+    }
+
+    // Nothing on the command line but the data folder and the file: the file's listen address,
+    // worker, input root and callback host are used, and the environment's upload limit.
+    let mut node = Node::start(
+        &["serve", "--data-dir", data.path().to_str().unwrap(), "--config", config.to_str().unwrap()],
+        &[("SPEECHMILL_SERVE__MAX_UPLOAD_BYTES", "4000")],
+    );
+    let http = client();
+    let (hook, mut delivered) = callback_receiver().await;
+    let created = http
+        .post(node.url("/v1/jobs"))
+        .bearer_auth(&key)
+        .json(&json!({ "path": "alsa-utils/Front_Center.wav", "callback_url": hook }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let created: Value = created.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let posted = tokio::time::timeout(Duration::from_secs(60), delivered.recv()).await.unwrap().unwrap();
+    assert_eq!(posted["id"], id.as_str(), "{posted}");
+    assert_eq!(posted["state"], "succeeded", "{posted}");
+
+    let upload = |size: usize| {
+        let form = reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(vec![0u8; size]).file_name("zeros.wav"));
+        http.post(node.url("/v1/jobs")).bearer_auth(&key).multipart(form).send()
+    };
+    assert_eq!(upload(2000).await.unwrap().status(), 201, "under the environment's limit, over the file's");
+    assert_eq!(upload(8000).await.unwrap().status(), 413);
+    assert_eq!(node.terminate(Duration::from_secs(30)), Some(0));
+
+    // A value that cannot work stops the node at start with exit code 2, naming the setting.
+    let bad = speechmill()
+        .args(["serve", "--data-dir"])
+        .arg(data.path())
+        .args(["--config"])
+        .arg(&config)
+        .env("SPEECHMILL_SERVE__LEASE_SECONDS", "0")
+        .output()
+        .unwrap();
+    assert_exit(&bad, 2);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("serve.lease_seconds"), "{stderr}");
+    // A flag overrides the file and the environment.
+    let flagged = speechmill()
+        .args(["worker", "--workers", "0", "--data-dir"])
+        .arg(data.path())
+        .args(["--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_exit(&flagged, 2);
+    assert!(String::from_utf8_lossy(&flagged.stderr).contains("at least 1 worker"));
+}
