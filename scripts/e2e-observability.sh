@@ -23,7 +23,9 @@ if ((${#need_apt[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-cargo build --quiet -p speechmill
+# The binary as `cargo test --workspace` builds it: after the tests (as in CI) nothing is rebuilt,
+# where `cargo build -p speechmill` would resolve other dependency features and rebuild them.
+cargo test --workspace --no-run --quiet 2>/dev/null || cargo test --workspace --no-run
 speechmill="${CARGO_TARGET_DIR:-$root/target}/debug/speechmill"
 
 work="$(mktemp -d)"
