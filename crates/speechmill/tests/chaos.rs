@@ -67,14 +67,15 @@ struct Plan {
 
 impl Plan {
     fn from_env(default_jobs: usize) -> Plan {
-        let jobs = std::env::var("SPEECHMILL_CHAOS_JOBS")
-            .ok()
-            .map(|value| value.parse().expect("SPEECHMILL_CHAOS_JOBS is a number"))
-            .unwrap_or(default_jobs);
-        let seed = std::env::var("SPEECHMILL_CHAOS_SEED")
-            .ok()
-            .map(|value| value.parse().expect("SPEECHMILL_CHAOS_SEED is a number"))
-            .unwrap_or_else(|| fastrand::u64(..1_000_000));
+        // A test's own knobs, read with `var_os` like the other tests' (the binary's
+        // configuration never comes from here).
+        let number = |name: &str| {
+            std::env::var_os(name).map(|value| {
+                value.to_string_lossy().parse::<u64>().unwrap_or_else(|_| panic!("{name} is not a number: {value:?}"))
+            })
+        };
+        let jobs = number("SPEECHMILL_CHAOS_JOBS").map(|jobs| jobs as usize).unwrap_or(default_jobs);
+        let seed = number("SPEECHMILL_CHAOS_SEED").unwrap_or_else(|| fastrand::u64(..1_000_000));
         assert!(jobs >= 20, "the run needs at least 20 jobs");
         Plan { jobs, seed }
     }
