@@ -383,6 +383,9 @@ struct Outcome {
     audio: BTreeMap<usize, Vec<u8>>,
     disturbance: Disturbance,
     wall: Duration,
+    /// What `uploads/` still held once every job was final (it should hold nothing: no job
+    /// ends dead on an upload here).
+    leftover_uploads: BTreeSet<String>,
 }
 
 /// Runs the submissions against a fresh site, with or without the killer, and checks
@@ -490,7 +493,9 @@ async fn run(
         |extension: &str| -> BTreeSet<String> { succeeded.iter().map(|id| format!("{id}.{extension}")).collect() };
     assert_eq!(file_names(&data.join("audio")), expect("flac"), "{label}: audio/");
     assert_eq!(file_names(&data.join("results")), expect("json"), "{label}: results/");
-    assert_eq!(file_names(&data.join("uploads")), BTreeSet::new(), "{label}: uploads/");
+    // Checked at the end of the test, after the runs are compared: an upload left behind must
+    // not hide whether the outputs matched.
+    let leftover_uploads = file_names(&data.join("uploads"));
     assert_eq!(file_names(&data.join("scratch")), BTreeSet::new(), "{label}: scratch/");
 
     let mut audio = BTreeMap::new();
@@ -513,7 +518,7 @@ async fn run(
         assert_eq!(response.bytes().await.unwrap().as_ref(), audio[&number].as_slice(), "{label}: job {}", job.id);
     }
     drop(api);
-    Outcome { jobs, audio, disturbance, wall }
+    Outcome { jobs, audio, disturbance, wall, leftover_uploads }
 }
 
 /// The names in a folder (hidden ones included).
@@ -677,7 +682,8 @@ async fn chaos_against_undisturbed(plan: &Plan, database: Database) {
         "chaos: RESULT {database:?} jobs={} seed={} kills={} restarts_same_name={} restarts_new_name={} \
          wall_undisturbed_s={:.1} wall_chaos_s={:.1} jobs_per_s_undisturbed={:.1} jobs_per_s_chaos={:.1} \
          final_states={states:?} attempts={attempts:?} lease_expired_jobs={lease_expired} \
-         lease_expired_jobs_undisturbed={calm_lease_expired} outputs_identical=true",
+         lease_expired_jobs_undisturbed={calm_lease_expired} outputs_identical=true \
+         leftover_uploads_undisturbed={} leftover_uploads_chaos={}",
         plan.jobs,
         plan.seed,
         disturbance.kills,
@@ -687,11 +693,17 @@ async fn chaos_against_undisturbed(plan: &Plan, database: Database) {
         chaos.wall.as_secs_f64(),
         plan.jobs as f64 / calm.wall.as_secs_f64(),
         plan.jobs as f64 / chaos.wall.as_secs_f64(),
+        calm.leftover_uploads.len(),
+        chaos.leftover_uploads.len(),
     );
-    // The killer did interrupt work: some job lost a lease to a kill and was taken over.
+    // The killer did interrupt work: some job lost its lease to a kill (its last error says
+    // so, or it finished on a later attempt).
     assert!(disturbance.kills > 0, "no worker was killed");
-    assert!(
-        chaos.jobs.values().any(|job| job.attempts > 1 && job.state != JobState::Dead),
-        "no job was taken over after a kill"
-    );
+    let taken_over = chaos.jobs.values().filter(|job| job.attempts > 1 && job.state != JobState::Dead).count();
+    assert!(lease_expired + taken_over > 0, "no job was taken over after a kill");
+    // A finished job's upload is deleted (README: "deleted when the job is final"). Known to
+    // fail now and then: a worker killed after committing a job's final state and before
+    // deleting its upload leaves the upload behind for good (docs/chaos.md).
+    assert_eq!(calm.leftover_uploads, BTreeSet::new(), "undisturbed: uploads/ of finished jobs");
+    assert_eq!(chaos.leftover_uploads, BTreeSet::new(), "chaos: uploads/ of finished jobs");
 }
