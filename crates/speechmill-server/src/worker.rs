@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::breaker::Breaker;
+use crate::cache::ClipCache;
 use crate::model::{JobPayload, JobSource};
 use crate::storage::{Storage, StorageError, audio_key, result_key};
 use crate::telemetry::metrics::{self as telemetry_metrics, JOB_RETRIES, JOBS_CLAIMED, WORKERS, WORKERS_BUSY};
@@ -50,6 +51,8 @@ pub struct WorkerSettings {
     /// Seconds of standardised audio a clip holds in memory; longer clips spill to the data
     /// folder's `scratch/`.
     pub memory_limit_seconds: f64,
+    /// The result cache; `None` runs every clip in full.
+    pub cache: Option<ClipCache>,
 }
 
 /// What one attempt came to.
@@ -172,6 +175,7 @@ impl Worker {
         let job = lease.job.clone();
         let pipeline = self.settings.pipeline.clone();
         let memory_limit_seconds = self.settings.memory_limit_seconds;
+        let cache = self.settings.cache.clone();
         let span = tracing::Span::current();
         let storage = self.storage.clone();
         let work = async move {
@@ -203,6 +207,7 @@ impl Worker {
                         &scratch,
                         &pipeline,
                         memory_limit_seconds,
+                        cache.as_ref(),
                     )
                 })
             })
@@ -455,6 +460,7 @@ fn attempt(
     scratch: &Path,
     pipeline: &PipelineConfig,
     memory_limit_seconds: f64,
+    cache: Option<&ClipCache>,
 ) -> Outcome {
     let raw_format = match payload.raw_format.as_deref().map(str::parse::<RawFormat>).transpose() {
         Ok(format) => format,
@@ -473,7 +479,11 @@ fn attempt(
     };
     let input = ClipInput { raw_format, scratch_dir: Some(scratch), memory_limit_seconds, ..ClipInput::new(path) };
     let started = std::time::Instant::now();
-    let processed = match catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline))) {
+    let run = || match cache {
+        Some(cache) => cache.process(&input, pipeline).0,
+        None => process_clip(&input, pipeline),
+    };
+    let processed = match catch_unwind(AssertUnwindSafe(run)) {
         Ok(result) => {
             telemetry_metrics::record_clip(result.as_ref().map_err(|rejection| rejection.as_ref()), started.elapsed());
             result
