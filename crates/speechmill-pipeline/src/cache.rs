@@ -173,7 +173,7 @@ pub enum CachedOutcome {
         /// The measurements at the gate.
         measurements: Measurements,
         /// The delivered clip, when it was accepted and its audio stored.
-        delivered: Option<Delivered>,
+        delivered: Option<Box<Delivered>>,
     },
 }
 
@@ -289,7 +289,10 @@ mod tests {
                 dc_offset: Some(-1.0e-7),
                 ..Default::default()
             },
-            delivered: Some(Delivered { measurements: Measurements::default(), audio_sha256: sha256_hex(b"flac") }),
+            delivered: Some(Box::new(Delivered {
+                measurements: Measurements::default(),
+                audio_sha256: sha256_hex(b"flac"),
+            })),
         };
         let text = serde_json::to_string(&outcome).unwrap();
         assert_eq!(serde_json::from_str::<CachedOutcome>(&text).unwrap(), outcome);

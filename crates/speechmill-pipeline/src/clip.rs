@@ -418,9 +418,8 @@ fn cache_entry(
             } else {
                 None
             };
-            let delivered = audio.as_ref().map(|bytes| Delivered {
-                measurements: stored(&processed.measurements),
-                audio_sha256: sha256_hex(bytes),
+            let delivered = audio.as_ref().map(|bytes| {
+                Box::new(Delivered { measurements: stored(&processed.measurements), audio_sha256: sha256_hex(bytes) })
             });
             (CachedOutcome::Measured { measurements: stored(at_gate), delivered }, audio)
         }
@@ -478,7 +477,7 @@ fn from_cache(
 /// Where the standardisation loop gets decoded blocks: straight from the decoder, or from the
 /// blocks kept while the source was hashed for a cache lookup.
 enum Blocks {
-    Live(StreamDecoder),
+    Live(Box<StreamDecoder>),
     Kept { blocks: VecDeque<Vec<f32>>, current: Option<Vec<f32>> },
 }
 
@@ -549,7 +548,7 @@ fn run_clip(
     let mut hash_bytes: Vec<u8> = Vec::new();
     let hash_inline = cache.is_none();
     let mut blocks = match cache {
-        None => Blocks::Live(decoder),
+        None => Blocks::Live(Box::new(decoder)),
         Some(cache) => {
             // Decode and hash the whole source before anything else, keeping its blocks (as
             // many samples as the memory limit allows) so that a miss need not decode again.
@@ -596,7 +595,7 @@ fn run_clip(
             if overflowed {
                 // A long source is decoded again rather than held in memory.
                 let _decoding = decode_span.enter();
-                Blocks::Live(open_decoder(input)?)
+                Blocks::Live(Box::new(open_decoder(input)?))
             } else {
                 Blocks::Kept { blocks: kept, current: None }
             }

@@ -174,8 +174,7 @@ impl Worker {
 
         let job = lease.job.clone();
         let pipeline = self.settings.pipeline.clone();
-        let memory_limit_seconds = self.settings.memory_limit_seconds;
-        let cache = self.settings.cache.clone();
+        let settings = self.settings.clone();
         let span = tracing::Span::current();
         let storage = self.storage.clone();
         let work = async move {
@@ -205,9 +204,7 @@ impl Worker {
                         &blocking_outputs,
                         &blocking_staging,
                         &scratch,
-                        &pipeline,
-                        memory_limit_seconds,
-                        cache.as_ref(),
+                        &settings,
                     )
                 })
             })
@@ -458,10 +455,9 @@ fn attempt(
     outputs: &Outputs,
     staging: &(PathBuf, PathBuf),
     scratch: &Path,
-    pipeline: &PipelineConfig,
-    memory_limit_seconds: f64,
-    cache: Option<&ClipCache>,
+    settings: &WorkerSettings,
 ) -> Outcome {
+    let (pipeline, memory_limit_seconds) = (settings.pipeline.as_ref(), settings.memory_limit_seconds);
     let raw_format = match payload.raw_format.as_deref().map(str::parse::<RawFormat>).transpose() {
         Ok(format) => format,
         Err(err) => {
@@ -479,7 +475,7 @@ fn attempt(
     };
     let input = ClipInput { raw_format, scratch_dir: Some(scratch), memory_limit_seconds, ..ClipInput::new(path) };
     let started = std::time::Instant::now();
-    let run = || match cache {
+    let run = || match &settings.cache {
         Some(cache) => cache.process(&input, pipeline).0,
         None => process_clip(&input, pipeline),
     };
