@@ -5,6 +5,7 @@
 //! decided in input order once every clip has been hashed. The optional enhancement stage runs
 //! only on clips the gate accepted and can only change the audio delivered, never the verdict.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufWriter, Cursor, Read, Seek, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,6 +21,10 @@ use speechmill_audio::measure::{BandwidthMeter, LevelMeter, SpeechAnalysis, anal
 use speechmill_audio::resample::MonoResampler;
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::cache::{
+    CacheEntry, CacheKey, CacheOptions, CacheUse, CachedClip, CachedOutcome, ContentHasher, Delivered, sha256_hex,
+    with_source_facts, without_source_facts,
+};
 use crate::config::{AudioFormat, EnhanceMethod, LoudnessMode, NonFinitePolicy, PipelineConfig};
 use crate::gate;
 use crate::reason::{Reason, Stage};
@@ -234,6 +239,22 @@ impl EncodedAudio {
         }
     }
 
+    /// A copy of the encoded bytes (reads a long clip's scratch file whole).
+    ///
+    /// # Errors
+    ///
+    /// The scratch file could not be read.
+    pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            EncodedAudio::Memory(bytes) => Ok(bytes.clone()),
+            EncodedAudio::File(file) => {
+                let mut bytes = Vec::new();
+                file.reopen()?.read_to_end(&mut bytes)?;
+                Ok(bytes)
+            }
+        }
+    }
+
     /// The encoded bytes (reads a long clip's scratch file whole).
     ///
     /// # Errors
@@ -316,6 +337,178 @@ impl OutputLevels {
 /// standardised (and enhanced) signal beyond `input.memory_limit_seconds` is kept in a scratch
 /// file, and enhancement works a minute at a time.
 pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Processed, Box<Rejection>> {
+    process_clip_cached(input, config, None).0
+}
+
+/// [`process_clip`] with a result cache: the source is decoded and hashed first, then looked up
+/// with `cache.lookup`. On a hit the cached result is returned (the gate's thresholds checked
+/// again on the cached measurements) and nothing else runs; on a miss the clip is processed from
+/// the decoded blocks kept in memory (up to `input.memory_limit_seconds` worth of samples; a
+/// longer source is decoded again rather than held) and the entry to store comes back in
+/// [`CacheUse::Miss`]. The result is the same as [`process_clip`]'s, hit or miss. An unreadable
+/// entry is a miss, with a warning.
+pub fn process_clip_cached(
+    input: &ClipInput<'_>,
+    config: &PipelineConfig,
+    cache: Option<CacheOptions<'_>>,
+) -> (Result<Processed, Box<Rejection>>, CacheUse) {
+    // A clip with an injected enhancement failure must neither read nor write the cache.
+    #[cfg(debug_assertions)]
+    let cache = cache.filter(|_| input.enhance_fault.is_none());
+    let Some(cache) = cache else {
+        return (run_clip(input, config, None, &mut CacheTrace::default()), CacheUse::Off);
+    };
+    let max_audio_bytes = cache.max_audio_bytes;
+    let mut trace = CacheTrace::default();
+    let result = run_clip(input, config, Some(cache), &mut trace);
+    if trace.hit {
+        return (result, CacheUse::Hit);
+    }
+    let entry = trace.key.take().and_then(|key| cache_entry(key, &result, &trace, max_audio_bytes));
+    (result, CacheUse::Miss(entry.map(Box::new)))
+}
+
+/// What the cache side of one clip learnt on the way through [`run_clip`].
+#[derive(Default)]
+struct CacheTrace {
+    /// The clip's key, once its source is decoded and hashed (only with a cache).
+    key: Option<CacheKey>,
+    /// Whether the result came from the cache.
+    hit: bool,
+    /// The measurements the gate judged (only with a cache).
+    at_gate: Option<Measurements>,
+    /// How many of the first warnings are the decoder's header warnings.
+    decoder_warnings: usize,
+}
+
+/// The entry to store for a processed clip, if its result is one the cache may keep.
+fn cache_entry(
+    key: CacheKey,
+    result: &Result<Processed, Box<Rejection>>,
+    trace: &CacheTrace,
+    max_audio_bytes: u64,
+) -> Option<CacheEntry> {
+    let stored = |measurements: &Measurements| without_source_facts(measurements, trace.decoder_warnings);
+    let (outcome, audio) = match result {
+        Err(rejection) if rejection.stage == Stage::Validate => (
+            CachedOutcome::Invalid {
+                reason: rejection.reason,
+                stage: rejection.stage,
+                message: rejection.message.clone(),
+                measurements: stored(&rejection.measurements),
+            },
+            None,
+        ),
+        Err(rejection) if rejection.stage == Stage::Gate => {
+            (CachedOutcome::Measured { measurements: stored(&rejection.measurements), delivered: None }, None)
+        }
+        // Timeouts, internal errors and decoding failures are not the content's doing.
+        Err(_) => return None,
+        Ok(processed) => {
+            let at_gate = trace.at_gate.as_ref()?;
+            // A failed enhancement may have been a timeout: not cached, so it is tried again.
+            let keep_audio = processed.measurements.enhancement != Some(EnhancementOutcome::Failed)
+                && processed.audio.len() <= max_audio_bytes;
+            let audio = if keep_audio {
+                processed
+                    .audio
+                    .to_bytes()
+                    .map_err(|err| tracing::warn!(error = %err, "cannot read the encoded clip for the cache"))
+                    .ok()
+            } else {
+                None
+            };
+            let delivered = audio.as_ref().map(|bytes| {
+                Box::new(Delivered { measurements: stored(&processed.measurements), audio_sha256: sha256_hex(bytes) })
+            });
+            (CachedOutcome::Measured { measurements: stored(at_gate), delivered }, audio)
+        }
+    };
+    let value = serde_json::to_string(&outcome).ok()?;
+    Some(CacheEntry { key, value, audio })
+}
+
+/// The result a cache entry stands for, or `None` when it cannot give one: unreadable or
+/// damaged (with a warning), or a clip the gate now accepts whose audio was never encoded.
+fn from_cache(
+    found: CachedClip,
+    fresh: &Measurements,
+    config: &PipelineConfig,
+    content_hash: &str,
+) -> Option<Result<Processed, Box<Rejection>>> {
+    let outcome: CachedOutcome = match serde_json::from_str(&found.value) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            tracing::warn!(error = %err, "unreadable result cache entry; the clip is processed again");
+            return None;
+        }
+    };
+    let rejection = |reason, stage, message, measurements| {
+        Some(Err(Box::new(Rejection {
+            reason,
+            message,
+            stage,
+            measurements: with_source_facts(measurements, fresh),
+            content_hash: Some(content_hash.to_string()),
+        })))
+    };
+    match outcome {
+        CachedOutcome::Invalid { reason, stage, message, measurements } => {
+            rejection(reason, stage, message, measurements)
+        }
+        CachedOutcome::Measured { measurements, delivered } => {
+            if let Some((reason, message)) = gate::check(&measurements, &config.gate) {
+                return rejection(reason, Stage::Gate, message, measurements);
+            }
+            let delivered = delivered?;
+            let Some(audio) = found.audio.filter(|audio| sha256_hex(audio) == delivered.audio_sha256) else {
+                tracing::warn!("result cache entry's audio is missing or damaged; the clip is processed again");
+                return None;
+            };
+            Some(Ok(Processed {
+                measurements: with_source_facts(delivered.measurements, fresh),
+                content_hash: content_hash.to_string(),
+                audio: EncodedAudio::Memory(audio),
+            }))
+        }
+    }
+}
+
+/// Where the standardisation loop gets decoded blocks: straight from the decoder, or from the
+/// blocks kept while the source was hashed for a cache lookup.
+enum Blocks {
+    Live(Box<StreamDecoder>),
+    Kept { blocks: VecDeque<Vec<f32>>, current: Option<Vec<f32>> },
+}
+
+impl Blocks {
+    fn next_block(&mut self) -> Result<Option<&[f32]>, DecodeError> {
+        match self {
+            Blocks::Live(decoder) => decoder.next_block(),
+            Blocks::Kept { blocks, current } => {
+                *current = blocks.pop_front();
+                Ok(current.as_deref())
+            }
+        }
+    }
+}
+
+/// Opens the clip's file and its decoder.
+fn open_decoder(input: &ClipInput<'_>) -> Result<StreamDecoder, Box<Rejection>> {
+    let file = File::open(input.path).map_err(|err| {
+        Rejection::new(Reason::IoError, Stage::Read, format!("cannot open: {err}"), Measurements::default())
+    })?;
+    StreamDecoder::open(Box::new(file), input.raw_format)
+        .map_err(|err| Rejection::new(decode_reason(&err), Stage::Decode, err.to_string(), Measurements::default()))
+}
+
+/// The body of [`process_clip_cached`]; `trace` collects what the cache needs.
+fn run_clip(
+    input: &ClipInput<'_>,
+    config: &PipelineConfig,
+    cache: Option<CacheOptions<'_>>,
+    trace: &mut CacheTrace,
+) -> Result<Processed, Box<Rejection>> {
     let started = Instant::now();
     let settings = &config.standardise;
     let mut measurements = Measurements::default();
@@ -337,11 +530,7 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     let decode_span = stage_span(Stage::Decode);
     let standardise_span = stage_span(Stage::Standardise);
     let decoding = decode_span.enter();
-    let file = File::open(input.path).map_err(|err| {
-        Rejection::new(Reason::IoError, Stage::Read, format!("cannot open: {err}"), Measurements::default())
-    })?;
-    let mut decoder = StreamDecoder::open(Box::new(file), input.raw_format)
-        .map_err(|err| Rejection::new(decode_reason(&err), Stage::Decode, err.to_string(), Measurements::default()))?;
+    let mut decoder = open_decoder(input)?;
 
     drop(decoding);
     let info = decoder.info().clone();
@@ -351,22 +540,79 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     measurements.source_channels = Some(info.channels);
     measurements.source_bits_per_sample = info.bits_per_sample;
     measurements.warnings.extend(info.warnings.iter().cloned());
+    trace.decoder_warnings = info.warnings.len();
+
+    let out_rate = settings.sample_rate_hz;
+    let memory_limit = (input.memory_limit_seconds.max(0.0) * f64::from(out_rate)) as usize;
+    let mut hasher = Xxh3::new();
+    let mut hash_bytes: Vec<u8> = Vec::new();
+    let hash_inline = cache.is_none();
+    let mut blocks = match cache {
+        None => Blocks::Live(Box::new(decoder)),
+        Some(cache) => {
+            // Decode and hash the whole source before anything else, keeping its blocks (as
+            // many samples as the memory limit allows) so that a miss need not decode again.
+            let mut content = ContentHasher::new(info.sample_rate, info.channels);
+            let mut kept: VecDeque<Vec<f32>> = VecDeque::new();
+            let mut kept_samples = 0usize;
+            let mut overflowed = false;
+            loop {
+                if let Some(rejection) = timed_out(Stage::Decode, &measurements) {
+                    return Err(rejection);
+                }
+                let _decoding = decode_span.enter();
+                let block = match decoder.next_block() {
+                    Ok(Some(block)) => block,
+                    Ok(None) => break,
+                    Err(err) => {
+                        return Err(Rejection::new(decode_reason(&err), Stage::Decode, err.to_string(), measurements));
+                    }
+                };
+                hash_bytes.clear();
+                hash_bytes.extend(block.iter().flat_map(|sample| sample.to_bits().to_le_bytes()));
+                hasher.update(&hash_bytes);
+                content.update(&hash_bytes);
+                if !overflowed {
+                    if kept_samples + block.len() <= memory_limit {
+                        kept.push_back(block.to_vec());
+                        kept_samples += block.len();
+                    } else {
+                        overflowed = true;
+                        kept = VecDeque::new();
+                    }
+                }
+            }
+            drop(decoder);
+            let key = CacheKey::new(&content.finish(), cache.config_hash, cache.version);
+            if let Some(found) = (cache.lookup)(&key) {
+                let content_hash = format!("{:032x}", hasher.digest128());
+                if let Some(result) = from_cache(found, &measurements, config, &content_hash) {
+                    trace.hit = true;
+                    return result;
+                }
+            }
+            trace.key = Some(key);
+            if overflowed {
+                // A long source is decoded again rather than held in memory.
+                let _decoding = decode_span.enter();
+                Blocks::Live(Box::new(open_decoder(input)?))
+            } else {
+                Blocks::Kept { blocks: kept, current: None }
+            }
+        }
+    };
 
     let channels = usize::from(info.channels);
-    let out_rate = settings.sample_rate_hz;
     let mut levels = LevelMeter::new(info.channels);
     let mut source_loudness = LoudnessMeter::new(info.channels, info.sample_rate);
     let mut bandwidth = BandwidthMeter::new(info.sample_rate);
     let mut resampler = MonoResampler::new(info.sample_rate, out_rate).map_err(|err| {
         Rejection::new(Reason::InvalidHeader, Stage::Standardise, err.to_string(), measurements.clone())
     })?;
-    let mut hasher = Xxh3::new();
     let mut mono_block: Vec<f32> = Vec::new();
     let mut sanitised_block: Vec<f32> = Vec::new();
-    let mut hash_bytes: Vec<u8> = Vec::new();
     let mut resampled: Vec<f32> = Vec::new();
     let scratch_dir = input.scratch_dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
-    let memory_limit = (input.memory_limit_seconds.max(0.0) * f64::from(out_rate)) as usize;
     let mut standard = SampleStore::new(memory_limit, &scratch_dir);
     let mut standard_loudness = LoudnessMeter::new(1, out_rate);
     let mut standard_levels = OutputLevels::default();
@@ -384,16 +630,18 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
             return Err(rejection);
         }
         let decoding = decode_span.enter();
-        let block = match decoder.next_block() {
+        let block = match blocks.next_block() {
             Ok(Some(block)) => block,
             Ok(None) => break,
             Err(err) => return Err(Rejection::new(decode_reason(&err), Stage::Decode, err.to_string(), measurements)),
         };
         drop(decoding);
         let _standardising = standardise_span.enter();
-        hash_bytes.clear();
-        hash_bytes.extend(block.iter().flat_map(|sample| sample.to_bits().to_le_bytes()));
-        hasher.update(&hash_bytes);
+        if hash_inline {
+            hash_bytes.clear();
+            hash_bytes.extend(block.iter().flat_map(|sample| sample.to_bits().to_le_bytes()));
+            hasher.update(&hash_bytes);
+        }
         levels.add(block);
 
         // Everything downstream sees finite samples; the level meter has counted the others.
@@ -507,6 +755,9 @@ pub fn process_clip(input: &ClipInput<'_>, config: &PipelineConfig) -> Result<Pr
     measurements.num_samples = Some(standard.len());
 
     drop(measuring);
+    if trace.key.is_some() {
+        trace.at_gate = Some(measurements.clone());
+    }
     let gating = stage_span(Stage::Gate).entered();
     if let Some((reason, message)) = gate::check(&measurements, &config.gate) {
         return Err(reject(reason, Stage::Gate, message, measurements));

@@ -7,6 +7,7 @@
 //! `migrations/`.
 
 pub mod batch;
+pub mod cache;
 pub mod keys;
 mod migrate;
 pub mod queue;
@@ -17,6 +18,7 @@ pub mod testing;
 use std::sync::Arc;
 
 pub use batch::{BatchStore, JobRecord, JobSpec, JobState};
+pub use cache::{CacheHit, CacheRecord, CacheStats, ResultCacheStore, SqliteResultCache};
 pub use keys::{ApiKeyRecord, KeyStore};
 pub use queue::{
     AuditEntry, Backoff, CallbackTask, Clock, Enqueued, FailureKind, FastRandom, JobError, JobQueue, Lease, ListQuery,
@@ -52,6 +54,8 @@ pub struct Stores {
     pub queue: Arc<dyn JobQueue>,
     /// The API keys.
     pub keys: Arc<dyn KeyStore>,
+    /// The result cache (table `result_cache`).
+    pub cache: Arc<dyn ResultCacheStore>,
 }
 
 /// Opens the queue database named by `url`: `postgres://...` (or `postgresql://`) for
@@ -64,11 +68,11 @@ pub async fn open_stores(
 ) -> Result<Stores, QueueError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let backend = Arc::new(PostgresQueue::connect(url, config, clock, random).await?);
-        return Ok(Stores { queue: backend.clone(), keys: backend });
+        return Ok(Stores { queue: backend.clone(), keys: backend.clone(), cache: backend });
     }
     if url.starts_with("sqlite:") {
         let backend = Arc::new(SqliteQueue::connect(url, config, clock, random).await?);
-        return Ok(Stores { queue: backend.clone(), keys: backend });
+        return Ok(Stores { queue: backend.clone(), keys: backend.clone(), cache: backend });
     }
     Err(QueueError::BadUrl(url.split('@').next_back().unwrap_or_default().to_string()))
 }

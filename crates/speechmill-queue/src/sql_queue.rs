@@ -35,14 +35,14 @@ const NO_LEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at
 
 /// Which SQL dialect a statement is rendered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dialect {
+pub(crate) enum Dialect {
     Sqlite,
     Postgres,
 }
 
 /// Every statement the queue runs, rendered once for one dialect.
 #[derive(Debug)]
-struct Statements {
+pub(crate) struct Statements {
     enqueue: SqlStr,
     by_key: SqlStr,
     get: SqlStr,
@@ -69,10 +69,15 @@ struct Statements {
     key_by_hash: SqlStr,
     key_list: SqlStr,
     key_revoke: SqlStr,
+    pub(crate) cache_get: SqlStr,
+    pub(crate) cache_put: SqlStr,
+    pub(crate) cache_stats: SqlStr,
+    pub(crate) cache_clear: SqlStr,
+    pub(crate) cache_prune: SqlStr,
 }
 
 impl Statements {
-    fn new(dialect: Dialect) -> Self {
+    pub(crate) fn new(dialect: Dialect) -> Self {
         let render = |sql: &str| -> SqlStr {
             let lock = if dialect == Dialect::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
             // Without statistics SQLite's planner picks the state index and sorts every
@@ -186,6 +191,25 @@ impl Statements {
             key_by_hash: render("SELECT id, scopes, label, created_at, revoked_at FROM api_keys WHERE hash = $1"),
             key_list: render("SELECT id, scopes, label, created_at, revoked_at FROM api_keys ORDER BY created_at, id"),
             key_revoke: render("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"),
+            // A lookup marks the entry used in the same statement, for pruning by last use.
+            cache_get: render("UPDATE result_cache SET used_at = $1 WHERE key = $2 RETURNING value, audio"),
+            cache_put: render(
+                "INSERT INTO result_cache (key, version, config_hash, value, audio, bytes, created_at, used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (key) DO UPDATE SET \
+                 version = excluded.version, config_hash = excluded.config_hash, value = excluded.value, \
+                 audio = excluded.audio, bytes = excluded.bytes, used_at = excluded.used_at",
+            ),
+            cache_stats: render(
+                "SELECT version, COUNT(*) AS entries, CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS bytes \
+                 FROM result_cache GROUP BY version ORDER BY version",
+            ),
+            cache_clear: render("DELETE FROM result_cache"),
+            // Keeps the most recently used entries whose sizes add up to at most $1.
+            cache_prune: render(
+                "DELETE FROM result_cache WHERE key IN (SELECT key FROM (SELECT key, \
+                 SUM(bytes) OVER (ORDER BY used_at DESC, key) AS running FROM result_cache) AS r \
+                 WHERE running > $1)",
+            ),
         }
     }
 }
@@ -800,6 +824,63 @@ macro_rules! sql_backend {
         }
     };
 }
+
+/// Implements [`ResultCacheStore`] for a store with `pool`, `sql` and `clock` fields; the same
+/// statements serve the queue backends and the standalone cache file.
+macro_rules! result_cache_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::cache::ResultCacheStore for $store {
+            async fn cache_get(&self, key: &str) -> Result<Option<$crate::cache::CacheHit>, $crate::QueueError> {
+                use sqlx::Row;
+                let row = sqlx::query(self.sql.cache_get.clone())
+                    .bind(self.clock.now_ms())
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                Ok(Some($crate::cache::CacheHit { value: row.try_get("value")?, audio: row.try_get("audio")? }))
+            }
+
+            async fn cache_put(&self, record: &$crate::cache::CacheRecord) -> Result<(), $crate::QueueError> {
+                sqlx::query(self.sql.cache_put.clone())
+                    .bind(&record.key)
+                    .bind(&record.version)
+                    .bind(&record.config_hash)
+                    .bind(&record.value)
+                    .bind(record.audio.as_deref())
+                    .bind($crate::cache::record_bytes(record))
+                    .bind(self.clock.now_ms())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn cache_stats(&self) -> Result<$crate::cache::CacheStats, $crate::QueueError> {
+                use sqlx::Row;
+                let rows = sqlx::query(self.sql.cache_stats.clone()).fetch_all(&self.pool).await?;
+                let rows = rows
+                    .iter()
+                    .map(|row| Ok((row.try_get("version")?, row.try_get("entries")?, row.try_get("bytes")?)))
+                    .collect::<Result<Vec<(String, i64, i64)>, sqlx::Error>>()?;
+                Ok($crate::cache::stats_from(rows))
+            }
+
+            async fn cache_clear(&self) -> Result<u64, $crate::QueueError> {
+                Ok(sqlx::query(self.sql.cache_clear.clone()).execute(&self.pool).await?.rows_affected())
+            }
+
+            async fn cache_prune(&self, max_bytes: u64) -> Result<u64, $crate::QueueError> {
+                let limit = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+                Ok(sqlx::query(self.sql.cache_prune.clone()).bind(limit).execute(&self.pool).await?.rows_affected())
+            }
+        }
+    };
+}
+pub(crate) use result_cache_store;
+
+result_cache_store!(SqliteQueue, sqlx::Sqlite);
+result_cache_store!(PostgresQueue, sqlx::Postgres);
 
 /// The queue on a SQLite file (WAL): the embedded default, for one machine.
 pub struct SqliteQueue {

@@ -14,6 +14,7 @@ use speechmill_queue::{
     Backoff, FailureKind, JobError, JobQueue, JobState, KeyStore, ListQuery, ManualClock, NewJob, PostgresQueue,
     QueueConfig, QueueError, Random, SqliteQueue,
 };
+use speechmill_queue::{CacheHit, CacheRecord, CacheStats, ResultCacheStore, SqliteResultCache};
 
 const START: i64 = 1_800_000_000_000;
 
@@ -514,3 +515,152 @@ conformance_suite!(postgres);
 // The same cases without group commit: each operation in its own transaction.
 conformance_suite!(sqlite_per_call);
 conformance_suite!(postgres_per_call);
+
+/// A result cache under test, its clock, and whatever keeps its database alive.
+struct CacheHarness {
+    cache: Arc<dyn ResultCacheStore>,
+    clock: ManualClock,
+    _database: Box<dyn Send>,
+}
+
+/// The three stores of the result cache: the table in each queue backend, and the standalone
+/// file of `speechmill process`.
+mod cache_backends {
+    use super::*;
+
+    pub async fn sqlite() -> CacheHarness {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START);
+        let queue = SqliteQueue::open(
+            &dir.path().join("queue.sqlite"),
+            config_with(true),
+            Arc::new(clock.clone()),
+            Arc::new(Ceiling),
+        )
+        .await
+        .unwrap();
+        CacheHarness { cache: Arc::new(queue), clock, _database: Box::new(dir) }
+    }
+
+    pub async fn postgres() -> CacheHarness {
+        let database = TempPostgres::create().await;
+        let clock = ManualClock::new(START);
+        let queue =
+            PostgresQueue::connect(&database.url(), config_with(false), Arc::new(clock.clone()), Arc::new(Ceiling))
+                .await
+                .unwrap();
+        CacheHarness { cache: Arc::new(queue), clock, _database: Box::new(database) }
+    }
+
+    pub async fn cache_file() -> CacheHarness {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(START);
+        let cache = SqliteResultCache::open(&dir.path().join("results.sqlite"), Arc::new(clock.clone())).await.unwrap();
+        CacheHarness { cache: Arc::new(cache), clock, _database: Box::new(dir) }
+    }
+}
+
+fn record(key: &str, version: &str, audio_len: usize) -> CacheRecord {
+    CacheRecord {
+        key: key.into(),
+        version: version.into(),
+        config_hash: "config-1".into(),
+        value: format!("{{\"kind\":\"measured\",\"key\":\"{key}\"}}"),
+        audio: (audio_len > 0).then(|| (0..audio_len).map(|n| (n % 256) as u8).collect()),
+    }
+}
+
+mod cache_cases {
+    use super::*;
+
+    pub async fn entries_read_back_byte_for_byte_and_a_put_replaces(h: CacheHarness) {
+        assert_eq!(h.cache.cache_get("absent").await.unwrap(), None);
+        let first = record("k1", "0.1.0", 1000);
+        h.cache.cache_put(&first).await.unwrap();
+        let hit = h.cache.cache_get("k1").await.unwrap().unwrap();
+        assert_eq!(hit, CacheHit { value: first.value.clone(), audio: first.audio.clone() });
+        // A later result for the same key (a clip the gate now accepts) replaces the entry.
+        let replacement = CacheRecord { value: "{\"kind\":\"invalid\"}".into(), audio: None, ..first.clone() };
+        h.cache.cache_put(&replacement).await.unwrap();
+        assert_eq!(
+            h.cache.cache_get("k1").await.unwrap(),
+            Some(CacheHit { value: replacement.value.clone(), audio: None })
+        );
+        let stats = h.cache.cache_stats().await.unwrap();
+        assert_eq!((stats.entries, stats.bytes), (1, replacement.value.len() as u64));
+    }
+
+    pub async fn stats_count_by_version_and_pruning_keeps_the_most_recently_used(h: CacheHarness) {
+        let records = [record("k1", "0.1.0", 100), record("k2", "0.1.0", 100), record("k3", "0.2.0", 100)];
+        for record in &records {
+            h.cache.cache_put(record).await.unwrap();
+            h.clock.advance(Duration::from_secs(1));
+        }
+        let size = |record: &CacheRecord| (record.value.len() + record.audio.as_ref().map_or(0, Vec::len)) as u64;
+        let stats = h.cache.cache_stats().await.unwrap();
+        assert_eq!(stats.entries, 3);
+        assert_eq!(stats.bytes, records.iter().map(size).sum::<u64>());
+        assert_eq!(stats.by_version["0.1.0"].entries, 2);
+        assert_eq!(stats.by_version["0.2.0"].bytes, size(&records[2]));
+        // A hit marks k1 used, so k2 is now the least recently used.
+        assert!(h.cache.cache_get("k1").await.unwrap().is_some());
+        let removed = h.cache.cache_prune(size(&records[0]) + size(&records[2])).await.unwrap();
+        assert_eq!(removed, 1);
+        assert!(h.cache.cache_get("k2").await.unwrap().is_none());
+        assert!(h.cache.cache_get("k1").await.unwrap().is_some() && h.cache.cache_get("k3").await.unwrap().is_some());
+        assert_eq!(h.cache.cache_prune(u64::MAX).await.unwrap(), 0);
+        assert_eq!(h.cache.cache_clear().await.unwrap(), 2);
+        assert_eq!(h.cache.cache_stats().await.unwrap(), CacheStats::default());
+    }
+
+    pub async fn concurrent_writers_and_readers_all_succeed(h: CacheHarness) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for task in 0..8 {
+            let cache = h.cache.clone();
+            tasks.spawn(async move {
+                for n in 0..10 {
+                    let key = format!("k{}", n % 5);
+                    cache.cache_put(&record(&key, "0.1.0", 64 + task)).await.unwrap();
+                    let hit = cache.cache_get(&key).await.unwrap().expect("just stored");
+                    assert_eq!(hit.value, record(&key, "0.1.0", 0).value);
+                }
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            joined.unwrap();
+        }
+        assert_eq!(h.cache.cache_stats().await.unwrap().entries, 5);
+    }
+}
+
+/// Runs every result cache case against one store.
+macro_rules! cache_suite {
+    ($backend:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    cache_cases::$case(cache_backends::$backend().await).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_cache_case {
+    ($backend:ident) => {
+        cache_suite!($backend:
+            entries_read_back_byte_for_byte_and_a_put_replaces,
+            stats_count_by_version_and_pruning_keeps_the_most_recently_used,
+            concurrent_writers_and_readers_all_succeed,
+        );
+    };
+}
+
+mod result_cache {
+    use super::*;
+    every_cache_case!(sqlite);
+    every_cache_case!(postgres);
+    every_cache_case!(cache_file);
+}

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod breaker;
+pub mod cache;
 pub mod callbacks;
 pub mod error;
 pub mod model;

@@ -9,13 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use speechmill_pipeline::PipelineConfig;
-use speechmill_queue::{Clock, FastRandom, QueueConfig, QueueError, Stores, SystemClock, open_stores};
+use speechmill_pipeline::cache::VERSION;
+use speechmill_queue::{
+    Clock, FastRandom, QueueConfig, QueueError, ResultCacheStore, Stores, SystemClock, open_stores,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AppState, Breakers, Limits, router};
 use crate::auth::{KeyHasher, SecretError};
 use crate::breaker::{Breaker, BreakerConfig};
+use crate::cache::ClipCache;
 use crate::callbacks::{CallbackSettings, run_sender};
 use crate::storage::{InputRoots, Storage, StorageConfig, StorageError};
 use crate::telemetry::metrics::{Sampled, run_sampler, serve as serve_metrics};
@@ -81,6 +85,8 @@ pub struct ServiceConfig {
     pub memory_limit_seconds: f64,
     /// How callbacks are sent (the allowed hosts are `limits.callback_hosts`).
     pub callbacks: CallbackSettings,
+    /// Whether workers use the result cache (table `result_cache` in the queue database).
+    pub result_cache: bool,
 }
 
 impl ServiceConfig {
@@ -102,6 +108,7 @@ impl ServiceConfig {
             breaker: BreakerConfig::default(),
             memory_limit_seconds: 600.0,
             callbacks: CallbackSettings::default(),
+            result_cache: true,
         }
     }
 }
@@ -136,6 +143,8 @@ pub struct Service {
     config: ServiceConfig,
     /// Where `/metrics` is served, if anywhere (set by [`Service::serve_metrics`]).
     metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
+    /// The result cache's store (the queue database).
+    cache: Arc<dyn ResultCacheStore>,
 }
 
 impl Service {
@@ -155,6 +164,7 @@ impl Service {
         };
         let storage = Storage::open(&config.storage, &config.data_dir, breakers.storage.clone())?;
         tracing::info!(storage = %storage.describe(), "storage opened");
+        let cache = stores.cache;
         let state = AppState::new(
             stores.queue,
             stores.keys,
@@ -165,7 +175,7 @@ impl Service {
             breakers,
             CancellationToken::new(),
         );
-        Ok(Service { state, config, metrics: None })
+        Ok(Service { state, config, metrics: None, cache })
     }
 
     /// Serves the Prometheus metrics of `handle` on `listener` (the internal port) while the
@@ -188,6 +198,9 @@ impl Service {
     ) -> Result<(), ServiceError> {
         let state = self.state.clone();
         let config = self.config;
+        let cache = config
+            .result_cache
+            .then(|| ClipCache::new(self.cache.clone(), tokio::runtime::Handle::current(), &config.pipeline, VERSION));
         let metrics = self.metrics;
         // Claims stop when this is cancelled; the HTTP server closes when `http_stop` is.
         let stop_claims = CancellationToken::new();
@@ -235,6 +248,7 @@ impl Service {
                 drain_timeout: config.drain_timeout,
                 pipeline: Arc::new(config.pipeline.clone()),
                 memory_limit_seconds: config.memory_limit_seconds,
+                cache,
             };
             Some(tokio::spawn(run_workers(
                 state.queue.clone(),

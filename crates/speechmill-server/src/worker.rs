@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::breaker::Breaker;
+use crate::cache::ClipCache;
 use crate::model::{JobPayload, JobSource};
 use crate::storage::{Storage, StorageError, audio_key, result_key};
 use crate::telemetry::metrics::{self as telemetry_metrics, JOB_RETRIES, JOBS_CLAIMED, WORKERS, WORKERS_BUSY};
@@ -50,6 +51,8 @@ pub struct WorkerSettings {
     /// Seconds of standardised audio a clip holds in memory; longer clips spill to the data
     /// folder's `scratch/`.
     pub memory_limit_seconds: f64,
+    /// The result cache; `None` runs every clip in full.
+    pub cache: Option<ClipCache>,
 }
 
 /// What one attempt came to.
@@ -171,7 +174,7 @@ impl Worker {
 
         let job = lease.job.clone();
         let pipeline = self.settings.pipeline.clone();
-        let memory_limit_seconds = self.settings.memory_limit_seconds;
+        let settings = self.settings.clone();
         let span = tracing::Span::current();
         let storage = self.storage.clone();
         let work = async move {
@@ -201,8 +204,7 @@ impl Worker {
                         &blocking_outputs,
                         &blocking_staging,
                         &scratch,
-                        &pipeline,
-                        memory_limit_seconds,
+                        &settings,
                     )
                 })
             })
@@ -453,9 +455,9 @@ fn attempt(
     outputs: &Outputs,
     staging: &(PathBuf, PathBuf),
     scratch: &Path,
-    pipeline: &PipelineConfig,
-    memory_limit_seconds: f64,
+    settings: &WorkerSettings,
 ) -> Outcome {
+    let (pipeline, memory_limit_seconds) = (settings.pipeline.as_ref(), settings.memory_limit_seconds);
     let raw_format = match payload.raw_format.as_deref().map(str::parse::<RawFormat>).transpose() {
         Ok(format) => format,
         Err(err) => {
@@ -473,7 +475,11 @@ fn attempt(
     };
     let input = ClipInput { raw_format, scratch_dir: Some(scratch), memory_limit_seconds, ..ClipInput::new(path) };
     let started = std::time::Instant::now();
-    let processed = match catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline))) {
+    let run = || match &settings.cache {
+        Some(cache) => cache.process(&input, pipeline).0,
+        None => process_clip(&input, pipeline),
+    };
+    let processed = match catch_unwind(AssertUnwindSafe(run)) {
         Ok(result) => {
             telemetry_metrics::record_clip(result.as_ref().map_err(|rejection| rejection.as_ref()), started.elapsed());
             result

@@ -55,6 +55,12 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::serve::DlqCommand,
     },
+    /// Inspect or clear the result cache of `speechmill process`.
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Inspect the configuration.
     Config {
         /// What to do with it.
@@ -169,12 +175,41 @@ pub struct Settings {
     /// Minimum effective bandwidth in Hz [config: gate.min_bandwidth_hz, default off].
     #[arg(long, value_name = "HZ")]
     pub min_bandwidth_hz: Option<f64>,
+    /// Result cache folder [config: cache.dir, default $XDG_CACHE_HOME/speechmill or
+    /// ~/.cache/speechmill].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Neither read nor write the result cache: process every clip in full [config:
+    /// cache.enabled = false].
+    #[arg(long)]
+    pub no_cache: bool,
     /// Log line format on standard error [config: log.format, default auto: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Log level: error, warn, info, debug, trace [config: log.level, default warn].
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
+}
+
+/// `cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Show where the result cache is and how many entries and bytes it holds, by version.
+    Stats(CacheArgs),
+    /// Remove every entry from the result cache.
+    Clear(CacheArgs),
+}
+
+/// Which result cache a `cache` subcommand works on.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Configuration file (TOML) whose `[cache] dir` names the cache.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The cache folder [config: cache.dir, default $XDG_CACHE_HOME/speechmill or
+    /// ~/.cache/speechmill].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -185,6 +220,7 @@ impl Settings {
         let mut enhance = Map::new();
         let mut run = Map::new();
         let mut log = Map::new();
+        let mut cache = Map::new();
         let put = |section: &mut Map<String, Value>, key: &str, value: Option<Value>| {
             if let Some(value) = value {
                 section.insert(key.to_string(), value);
@@ -204,10 +240,19 @@ impl Settings {
         put(&mut gate, "max_duration_s", self.max_duration_s.map(|value| json!(value)));
         put(&mut gate, "min_speech_ratio", self.min_speech_ratio.map(|value| json!(value)));
         put(&mut gate, "min_bandwidth_hz", self.min_bandwidth_hz.map(|value| json!(value)));
+        put(&mut cache, "enabled", self.no_cache.then_some(json!(false)));
+        put(&mut cache, "dir", self.cache_dir.as_ref().map(|dir| json!(dir)));
         put(&mut log, "format", self.log_format.map(|format| json!(format)));
         put(&mut log, "level", self.log_level.clone().map(Value::String));
         let mut root = Map::new();
-        let sections = [("standardise", standardise), ("gate", gate), ("enhance", enhance), ("run", run), ("log", log)];
+        let sections = [
+            ("standardise", standardise),
+            ("gate", gate),
+            ("enhance", enhance),
+            ("run", run),
+            ("cache", cache),
+            ("log", log),
+        ];
         for (name, section) in sections {
             if !section.is_empty() {
                 root.insert(name.to_string(), Value::Object(section));

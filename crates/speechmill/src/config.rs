@@ -30,6 +30,40 @@ impl Default for RunConfig {
     }
 }
 
+/// The result cache of `speechmill process` (the service keeps its cache in the queue database).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Look clips up in the cache and store their results (`--no-cache` turns it off).
+    pub enabled: bool,
+    /// The cache folder; unset means `$XDG_CACHE_HOME/speechmill` or `~/.cache/speechmill`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// After a run, the least recently used entries beyond this many bytes are removed.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { enabled: true, dir: None, max_bytes: 10 * 1024 * 1024 * 1024 }
+    }
+}
+
+impl CacheConfig {
+    /// The cache folder: `dir`, else `$XDG_CACHE_HOME/speechmill`, else `$HOME/.cache/speechmill`;
+    /// `None` when none of them is known.
+    pub fn folder(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.dir {
+            return Some(dir.clone());
+        }
+        let absolute = |value: std::ffi::OsString| Some(PathBuf::from(value)).filter(|path| path.is_absolute());
+        if let Some(base) = std::env::var_os("XDG_CACHE_HOME").and_then(absolute) {
+            return Some(base.join("speechmill"));
+        }
+        std::env::var_os("HOME").and_then(absolute).map(|home| home.join(".cache").join("speechmill"))
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -189,6 +223,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// `[run]`.
     pub run: RunConfig,
+    /// `[cache]`.
+    pub cache: CacheConfig,
     /// `[log]`.
     pub log: LogConfig,
     /// `[serve]`: the service nodes.
@@ -200,7 +236,7 @@ pub struct Config {
 pub const ENV_PREFIX: &str = "SPEECHMILL_";
 
 /// The sections of the configuration; other `SPEECHMILL_*` variables are not configuration.
-const SECTIONS: &[&str] = &["standardise", "gate", "enhance", "run", "log", "serve"];
+const SECTIONS: &[&str] = &["standardise", "gate", "enhance", "run", "cache", "log", "serve"];
 
 impl Config {
     /// Builds the effective configuration from every source, then validates it.

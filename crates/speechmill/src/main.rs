@@ -1,5 +1,6 @@
 //! The `speechmill` command: thin wiring of configuration into the library crates.
 
+mod cache;
 mod cli;
 mod config;
 mod process;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Process(args) => process::run(args),
         Command::Config { command: ConfigCommand::Show(args) } => cli::show_config(args),
+        Command::Cache { command } => cache::run(command),
         Command::Serve(args) => serve::serve(args),
         Command::Worker(args) => serve::worker(args),
         Command::Keys { command } => serve::keys(command),

@@ -14,16 +14,18 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value, json};
 use speechmill_audio::decode::RawFormat;
+use speechmill_pipeline::cache::{CacheUse, VERSION};
 use speechmill_pipeline::clip::{ClipInput, Measurements, Rejection, process_clip};
 use speechmill_pipeline::dataset::ParquetOptions;
 use speechmill_pipeline::inputs::{InputClip, discover};
 use speechmill_pipeline::output::{ClipRecord, OutputOptions, RunFacts, RunWriter, Summary};
 use speechmill_pipeline::{PipelineConfig, Reason, Stage};
 use speechmill_queue::batch::Finished;
-use speechmill_queue::{BatchStore, JobRecord, JobSpec, JobState};
+use speechmill_queue::{BatchStore, JobRecord, JobSpec, JobState, ResultCacheStore, SqliteResultCache, SystemClock};
 use tokio::sync::mpsc;
 
 use crate::cli::ProcessArgs;
+use speechmill_server::cache::ClipCache;
 use speechmill_server::telemetry::{self, TelemetryGuard, TelemetrySettings};
 
 use crate::config::Config;
@@ -186,13 +188,26 @@ async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -
         });
     }
 
+    let cache = open_cache(config).await;
     let context = ClipContext {
         out: out.to_path_buf(),
         pipeline: config.pipeline.clone(),
         memory_limit_seconds: config.run.memory_limit_seconds,
+        cache: cache.as_ref().map(|(store, _)| {
+            ClipCache::new(store.clone(), tokio::runtime::Handle::current(), &config.pipeline, &cache_version())
+        }),
     };
-    let audio_seconds = process_pending(pending, jobs, &context, &store, &progress, &interrupted).await?;
+    let processed = process_pending(pending, jobs, &context, &store, &progress, &interrupted).await?;
+    let audio_seconds = processed.audio_seconds;
     progress.finish_and_clear();
+    if let Some((cache_store, folder)) = &cache {
+        match cache_store.cache_prune(config.cache.max_bytes).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(entries = removed, cache.dir = %folder.display(), "pruned the result cache"),
+            Err(err) => tracing::warn!(error = %err, "cannot prune the result cache"),
+        }
+        cache_store.close().await;
+    }
     if interrupted.load(Ordering::SeqCst) {
         eprintln!("speechmill: interrupted; run the same command again to resume");
         store.close().await;
@@ -231,6 +246,14 @@ async fn run_batch(args: &ProcessArgs, config: &Config, clips: Vec<InputClip>) -
     let summary = writer.finish(&facts).context("cannot write the dataset")?;
     if !args.quiet {
         print_summary(&summary, out, facts.wall_time_s, audio_seconds);
+        if let Some((_, folder)) = &cache {
+            println!(
+                "  result cache: {} hits, {} misses ({})",
+                processed.cache_hits,
+                processed.cache_misses,
+                folder.display()
+            );
+        }
     }
     Ok(if summary.internal_failures > 0 { exit::INTERNAL_REJECTIONS } else { exit::OK })
 }
@@ -267,6 +290,57 @@ fn spec_path(spec: &Value) -> PathBuf {
 struct WorkerResult {
     finished: Finished,
     audio_seconds: f64,
+    /// What the result cache did for the clip.
+    cache: CacheUse,
+}
+
+/// What [`process_pending`] did.
+struct RunTotals {
+    /// Seconds of audio decoded.
+    audio_seconds: f64,
+    /// Clips whose result came from the cache.
+    cache_hits: u64,
+    /// Clips looked up and not found (or not usable).
+    cache_misses: u64,
+}
+
+/// The file of the result cache inside its folder.
+pub const CACHE_FILE: &str = "results.sqlite";
+
+/// Opens the result cache named by the configuration, creating its folder. The cache is an
+/// accelerator: when it cannot be opened the run goes on without it, with a warning.
+async fn open_cache(config: &Config) -> Option<(Arc<SqliteResultCache>, PathBuf)> {
+    if !config.cache.enabled {
+        return None;
+    }
+    let Some(folder) = config.cache.folder() else {
+        tracing::warn!("no result cache folder (set --cache-dir, XDG_CACHE_HOME or HOME); running without the cache");
+        return None;
+    };
+    if let Err(err) = fs::create_dir_all(&folder) {
+        tracing::warn!(cache.dir = %folder.display(), error = %err, "cannot create the result cache folder; running without the cache");
+        return None;
+    }
+    match SqliteResultCache::open(&folder.join(CACHE_FILE), Arc::new(SystemClock)).await {
+        Ok(store) => Some((Arc::new(store), folder)),
+        Err(err) => {
+            tracing::warn!(cache.dir = %folder.display(), error = %err, "cannot open the result cache; running without it");
+            None
+        }
+    }
+}
+
+/// speechmill's version as the cache keys use it. Test hook (debug builds only):
+/// `SPEECHMILL_DEBUG_CACHE_VERSION` stands in for the version, to test that a new version
+/// recomputes.
+fn cache_version() -> String {
+    #[cfg(debug_assertions)]
+    if let Some(version) = std::env::var_os("SPEECHMILL_DEBUG_CACHE_VERSION")
+        && !version.is_empty()
+    {
+        return version.to_string_lossy().into_owned();
+    }
+    VERSION.to_string()
 }
 
 async fn process_pending(
@@ -276,7 +350,7 @@ async fn process_pending(
     store: &BatchStore,
     progress: &ProgressBar,
     interrupted: &Arc<AtomicBool>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<RunTotals> {
     // The queued jobs are read from the run state a page at a time and handed to the workers
     // through a bounded channel, so memory does not grow with the number of clips.
     let (job_sender, job_receiver) = mpsc::channel::<JobRecord>(jobs * 4);
@@ -326,12 +400,18 @@ async fn process_pending(
     let mut batch: Vec<Finished> = Vec::with_capacity(COMMIT_BATCH);
     let mut last_commit = Instant::now();
     let mut audio_seconds = 0.0;
+    let (mut cache_hits, mut cache_misses) = (0u64, 0u64);
     let started = Instant::now();
     loop {
         let received = tokio::time::timeout(COMMIT_INTERVAL, receiver.recv()).await;
         let done = match received {
             Ok(Some(result)) => {
                 audio_seconds += result.audio_seconds;
+                match result.cache {
+                    CacheUse::Hit => cache_hits += 1,
+                    CacheUse::Miss(_) => cache_misses += 1,
+                    CacheUse::Off => {}
+                }
                 batch.push(result.finished);
                 progress.inc(1);
                 let hours_per_second = audio_seconds / 3600.0 / started.elapsed().as_secs_f64().max(1e-9);
@@ -354,7 +434,7 @@ async fn process_pending(
         let _ = worker.join();
     }
     feeder.await.context("the job feeder failed")?.context("cannot read the run state")?;
-    Ok(audio_seconds)
+    Ok(RunTotals { audio_seconds, cache_hits, cache_misses })
 }
 
 /// Runs a worker's clips on a thread of their own, so that a clip stuck where the cooperative
@@ -379,6 +459,8 @@ struct ClipContext {
     pipeline: PipelineConfig,
     /// `run.memory_limit_seconds`.
     memory_limit_seconds: f64,
+    /// The result cache, unless it is off or could not be opened.
+    cache: Option<ClipCache>,
 }
 
 impl ClipRunner {
@@ -440,7 +522,7 @@ impl ClipRunner {
                     }
                 };
                 let finished = rejected(job, reason, Stage::Decode, &message, &Measurements::default(), None, &columns);
-                WorkerResult { finished, audio_seconds: 0.0 }
+                WorkerResult { finished, audio_seconds: 0.0, cache: CacheUse::Off }
             }
         }
     }
@@ -487,9 +569,15 @@ fn run_job(job: &JobRecord, context: &ClipContext) -> WorkerResult {
     debug_fail_enhancement(job, &mut input);
     let started = Instant::now();
     let span = tracing::info_span!("clip", clip.id = %job.id);
-    let outcome = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| process_clip(&input, pipeline))));
+    let run = || match &context.cache {
+        Some(cache) => cache.process(&input, pipeline),
+        None => (process_clip(&input, pipeline), CacheUse::Off),
+    };
+    let outcome = span.in_scope(|| catch_unwind(AssertUnwindSafe(run)));
+    let mut cache_use = CacheUse::Off;
     let outcome = match outcome {
-        Ok(outcome) => {
+        Ok((outcome, used)) => {
+            cache_use = used;
             telemetry::metrics::record_clip(
                 outcome.as_ref().map_err(|rejection| rejection.as_ref()),
                 started.elapsed(),
@@ -554,7 +642,7 @@ fn run_job(job: &JobRecord, context: &ClipContext) -> WorkerResult {
             )
         }
     };
-    WorkerResult { finished, audio_seconds }
+    WorkerResult { finished, audio_seconds, cache: cache_use }
 }
 
 /// Keys speechmill writes itself; a carried-through column with one of these names is kept as

@@ -78,6 +78,10 @@ pub struct NodeArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (an internal port, not the API's).
     #[arg(long, value_name = "ADDR", env = "SPEECHMILL_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Workers neither read nor write the result cache (table `result_cache` in the queue
+    /// database) [config: cache.enabled = false].
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 impl NodeArgs {
@@ -338,6 +342,7 @@ fn node_config(
     service.storage = storage_config(settings.storage_url.as_deref())?;
     service.pipeline = config.pipeline.clone();
     service.memory_limit_seconds = config.run.memory_limit_seconds;
+    service.result_cache = config.cache.enabled && !node.no_cache;
     service.workers =
         settings.workers.unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
     service.node_name = settings.node_name.clone().unwrap_or_else(|| format!("{}-{role}", host_name()));

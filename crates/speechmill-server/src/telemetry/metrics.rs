@@ -76,6 +76,8 @@ pub const CLIP_SPEECH_RATIO: &str = "speechmill_clip_speech_ratio";
 pub const CLIP_LOUDNESS: &str = "speechmill_clip_loudness_lufs";
 /// `speechmill_enhancement_failures_total`.
 pub const ENHANCEMENT_FAILURES: &str = "speechmill_enhancement_failures_total";
+/// `speechmill_cache_lookups_total`.
+pub const CACHE_LOOKUPS: &str = "speechmill_cache_lookups_total";
 /// `speechmill_storage_free_bytes`.
 pub const STORAGE_FREE: &str = "speechmill_storage_free_bytes";
 /// `speechmill_storage_capacity_bytes`.
@@ -163,6 +165,7 @@ fn describe() {
         ENHANCEMENT_FAILURES,
         "clips whose optional enhancement failed or would have made them worse; delivered standardised"
     );
+    describe_counter!(CACHE_LOOKUPS, "result cache lookups by result (hit, miss)");
     describe_gauge!(STORAGE_FREE, Unit::Bytes, "free bytes on the data folder's file system");
     describe_gauge!(STORAGE_CAPACITY, Unit::Bytes, "size of the data folder's file system");
     describe_counter!(LOG_SUPPRESSED, "repeated log events dropped by the rate limiter, by level");
@@ -187,6 +190,9 @@ fn initialise() {
     }
     for outcome in ["delivered", "failed"] {
         counter!(CALLBACKS, "outcome" => outcome).absolute(0);
+    }
+    for result in ["hit", "miss"] {
+        counter!(CACHE_LOOKUPS, "result" => result).absolute(0);
     }
     for level in ["warn", "error"] {
         counter!(LOG_SUPPRESSED, "level" => level).absolute(0);

@@ -14,7 +14,9 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
 }
 
-/// A command running the built binary, with no inherited `SPEECHMILL_*` configuration.
+/// A command running the built binary, with no inherited `SPEECHMILL_*` configuration and a
+/// result cache of its own (an empty `XDG_CACHE_HOME`), so no run depends on another's cache
+/// and none touches the user's. Tests of the cache name theirs with `--cache-dir`.
 pub fn speechmill() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_speechmill"));
     for (key, _) in std::env::vars_os() {
@@ -22,7 +24,24 @@ pub fn speechmill() -> Command {
             command.env_remove(key);
         }
     }
+    command.env("XDG_CACHE_HOME", fresh_cache_home());
     command
+}
+
+/// A new folder under this test binary's part of the target's temporary folder; the binary's
+/// folders from earlier runs are removed on first use.
+fn fresh_cache_home() -> PathBuf {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let root = ROOT.get_or_init(|| {
+        let binary = std::env::current_exe().ok().and_then(|exe| exe.file_stem().map(|stem| stem.to_owned()));
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdg-cache").join(binary.unwrap_or_default());
+        let _ = std::fs::remove_dir_all(&root);
+        root
+    });
+    root.join(NEXT.fetch_add(1, Ordering::SeqCst).to_string())
 }
 
 /// Runs `speechmill process ARGS... --out OUT --quiet` and returns its output.
