@@ -431,8 +431,8 @@ const NOISE_GUARD_FRAMES: usize = 2;
 
 /// STFT length of the SNR estimator: two VAD frames, 31 Hz bins.
 const SNR_FFT: usize = 2 * VAD_FRAME;
-/// The noise spectrum is each bin's median over the pause frames when there are at least this
-/// many (0.16 s). The noise power is a sum over 257 bins, so even 10 frames (5 independent
+/// The noise spectrum is each bin's median over the noise frames (pause frames that are also
+/// quiet, else pause frames, else quiet frames) when there are at least this many (0.16 s). The noise power is a sum over 257 bins, so even 10 frames (5 independent
 /// ones per bin) pin it to about 0.2 dB for stationary noise; what a short pause risks is
 /// being unrepresentative, which the fallback below is worse at.
 ///
@@ -657,7 +657,7 @@ impl SpeechAnalyser {
 
     /// Noise power per sample, from the per-bin noise spectrum and Parseval's theorem.
     ///
-    /// The noise spectrum is each bin's mean over the clip's noise frames: the STFT frames that
+    /// The noise spectrum is each bin's median over the clip's noise frames: the STFT frames that
     /// the detector leaves far from speech and that are also quiet in every band
     /// ([`Self::mark_quiet_frames`]), which drops the pause frames holding speech the detector
     /// missed (fricatives, breaths, onsets at low SNR). When fewer than [`MIN_NOISE_FRAMES`] are
@@ -701,11 +701,11 @@ impl SpeechAnalyser {
         for bin in 0..bins {
             let bin_powers = &self.powers[bin * count..(bin + 1) * count];
             let noise = if use_noise_frames {
-                // The mean, not a median: it is unbiased whatever the distribution of a bin's
-                // power (the DC bin's is not exponential, and the lowest bins of pink noise
-                // swing with components slower than a frame), and speech is already left out.
-                self.noise_slots.iter().map(|&slot| f64::from(bin_powers[slot])).sum::<f64>()
-                    / self.noise_slots.len() as f64
+                // The median, bias-corrected for exponentially distributed power: breaths and
+                // clicks left in a few noise frames cannot drag it up the way they drag a mean.
+                self.column.clear();
+                self.column.extend(self.noise_slots.iter().map(|&slot| bin_powers[slot]));
+                unbiased_quantile_mean(&mut self.column, 0.5)
             } else {
                 self.column.clear();
                 self.column.extend_from_slice(bin_powers);
@@ -868,8 +868,9 @@ thread_local! {
 /// Other rates are resampled to 16 kHz first, so the SNR covers 0-8 kHz. Speech activity comes
 /// from earshot on 16 ms frames, with 64 ms gaps bridged and 16 ms blips dropped. The SNR is
 /// the clip's energy less the estimated noise energy, over the noise energy; the noise spectrum
-/// is averaged over frames at least 96 ms from any speech when there are enough of them
-/// (10 % of the clip and 0.3 s), else taken as a low quantile of each bin over the whole clip.
+/// is each bin's median over the frames at least 32 ms from any speech that are also quiet in
+/// every 500 Hz band, falling back to the pauses alone, then the quiet frames alone, then a low
+/// quantile of each bin over the whole clip (see `SpeechAnalyser::noise_power_per_sample`).
 /// Digital silence gives `None`; a clip whose noise is digital silence reads the upper clamp.
 pub fn analyse_speech(mono: &[f32], sample_rate: u32) -> SpeechAnalysis {
     ANALYSER.with(|analyser| match analyser.try_borrow_mut() {
