@@ -102,7 +102,7 @@ const GAPS: &str = "## Targets missed, and what would close them
 - **SNR, stationary noise: the MAE target is met for white (0.39 dB), pink (0.98 dB) and the
   recorded noise (0.64 dB), but errors above 3 dB remain: 8 of 351 mixtures, all on
   librivox-0880 (at 16 and 8 kHz) at true 17.5–20 dB** (see the SNR section). That recording's
-  own noise sits only 15–18 dB below its speech (`ours on clean` in the per-clip table), and it is
+  own noise sits only about 18 dB below its speech (`ours on clean` in the per-clip table), and it is
   part of the clean clip's energy by the definition of true SNR: at a true 20 dB the mixture
   physically holds 2–4 dB more noise than was added, so an estimator that reads the mixture
   correctly is that much under the true SNR. No estimator that measures the audio can close this
