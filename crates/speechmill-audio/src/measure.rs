@@ -431,8 +431,8 @@ const NOISE_GUARD_FRAMES: usize = 2;
 
 /// STFT length of the SNR estimator: two VAD frames, 31 Hz bins.
 const SNR_FFT: usize = 2 * VAD_FRAME;
-/// The noise spectrum is each bin's median over the pause frames when there are at least this
-/// many (0.16 s). The noise power is a sum over 257 bins, so even 10 frames (5 independent
+/// The noise spectrum is each bin's median over the noise frames (pause frames that are also
+/// quiet, else pause frames, else quiet frames) when there are at least this many (0.16 s). The noise power is a sum over 257 bins, so even 10 frames (5 independent
 /// ones per bin) pin it to about 0.2 dB for stationary noise; what a short pause risks is
 /// being unrepresentative, which the fallback below is worse at.
 ///
@@ -444,6 +444,12 @@ const MIN_NOISE_FRAMES: usize = 10;
 /// exponentially distributed power. Speech lifts it wherever it covers most of a bin's frames,
 /// so this fallback overestimates the noise (by 0.5-1 dB at 0 dB SNR, more at higher SNRs).
 const NOISE_QUANTILE: f64 = 0.05;
+/// Bins per band of the quiet-frame selection (500 Hz).
+const QUIET_BAND_BINS: usize = 16;
+/// Quantile of a band's power over the clip taken as its floor.
+const QUIET_FLOOR_QUANTILE: f64 = 0.1;
+/// A frame is quiet when every band is at most this far above its floor, in dB.
+const QUIET_MARGIN_DB: f64 = 6.0;
 /// The STFT keeps at most this many frames (about a minute); longer clips are decimated evenly,
 /// which bounds memory and the cost of the quantiles.
 const MAX_STFT_FRAMES: usize = 4096;
@@ -471,6 +477,12 @@ pub struct SpeechAnalyser {
     powers: Vec<f32>,
     /// VAD frame indices of the STFT frames analysed.
     frame_indices: Vec<usize>,
+    /// Positions in `frame_indices` of the frames the noise spectrum is averaged over.
+    noise_slots: Vec<usize>,
+    /// Whitened band powers of the analysed STFT frames, band-major: `band_powers[band * frames + frame]`.
+    band_powers: Vec<f32>,
+    /// Per STFT frame: whether every band is near its floor.
+    quiet: Vec<bool>,
     /// One bin's values across frames, for quantiles.
     column: Vec<f32>,
     /// Energy per sample of each VAD frame.
@@ -504,6 +516,9 @@ impl SpeechAnalyser {
             speech: Vec::new(),
             powers: Vec::new(),
             frame_indices: Vec::new(),
+            noise_slots: Vec::new(),
+            band_powers: Vec::new(),
+            quiet: Vec::new(),
             column: Vec::new(),
             frame_energies: Vec::new(),
             ranked_energies: Vec::new(),
@@ -641,6 +656,14 @@ impl SpeechAnalyser {
     }
 
     /// Noise power per sample, from the per-bin noise spectrum and Parseval's theorem.
+    ///
+    /// The noise spectrum is each bin's median over the clip's noise frames: the STFT frames that
+    /// the detector leaves far from speech and that are also quiet in every band
+    /// ([`Self::mark_quiet_frames`]), which drops the pause frames holding speech the detector
+    /// missed (fricatives, breaths, onsets at low SNR). When fewer than [`MIN_NOISE_FRAMES`] are
+    /// both, the detector's pauses alone are used, then the quiet frames alone (the detector
+    /// calls band-limited noise, and loud noise at low SNR, speech throughout), and only then a
+    /// low quantile of every frame.
     fn noise_power_per_sample(&mut self, signal: &[f32]) -> Option<f64> {
         // STFT frame j is centred on VAD frame j: samples [256 j - 128, 256 j + 384). Only frames
         // wholly inside the clip are used.
@@ -652,21 +675,8 @@ impl SpeechAnalyser {
         }
         let available = last - first + 1;
         let stride = available.div_ceil(MAX_STFT_FRAMES);
-        // A frame is a pause frame when no VAD frame within the guard is speech.
-        let is_pause = |j: usize| {
-            let guard_start = j.saturating_sub(NOISE_GUARD_FRAMES);
-            let guard_end = (j + NOISE_GUARD_FRAMES + 1).min(self.speech.len());
-            !self.speech[guard_start..guard_end].iter().any(|&s| s)
-        };
         self.frame_indices.clear();
-        self.frame_indices.extend((first..last + 1).step_by(stride).filter(|&j| is_pause(j)));
-        // Transform only the frames the estimate will use: the pauses when there are enough,
-        // else every frame for the quantile.
-        let use_pauses = self.frame_indices.len() >= MIN_NOISE_FRAMES;
-        if !use_pauses {
-            self.frame_indices.clear();
-            self.frame_indices.extend((first..last + 1).step_by(stride));
-        }
+        self.frame_indices.extend((first..last + 1).step_by(stride));
         let count = self.frame_indices.len();
         let bins = self.spectrum.len();
         self.powers.clear();
@@ -685,17 +695,98 @@ impl SpeechAnalyser {
                 self.powers[bin * count + slot] = value.norm_sqr();
             }
         }
-        let quantile = if use_pauses { 0.5 } else { NOISE_QUANTILE };
+        self.select_noise_frames();
+        let use_noise_frames = self.noise_slots.len() >= MIN_NOISE_FRAMES;
         let mut weighted_sum = 0.0f64;
         for bin in 0..bins {
-            self.column.clear();
-            self.column.extend_from_slice(&self.powers[bin * count..(bin + 1) * count]);
-            let noise = unbiased_quantile_mean(&mut self.column, quantile);
+            let bin_powers = &self.powers[bin * count..(bin + 1) * count];
+            let noise = if use_noise_frames {
+                // The median, bias-corrected for exponentially distributed power: breaths and
+                // clicks left in a few noise frames cannot drag it up the way they drag a mean.
+                self.column.clear();
+                self.column.extend(self.noise_slots.iter().map(|&slot| bin_powers[slot]));
+                unbiased_quantile_mean(&mut self.column, 0.5)
+            } else {
+                self.column.clear();
+                self.column.extend_from_slice(bin_powers);
+                unbiased_quantile_mean(&mut self.column, NOISE_QUANTILE)
+            };
             // One-sided spectrum: every bin but DC and Nyquist stands for two.
             let weight = if bin == 0 || bin == bins - 1 { 1.0 } else { 2.0 };
             weighted_sum += weight * noise;
         }
         Some(weighted_sum / (SNR_FFT as f64 * self.window_energy))
+    }
+
+    /// Fills `noise_slots` (positions in `frame_indices`) with the frames the noise is averaged
+    /// over, in the order of preference of [`Self::noise_power_per_sample`]; fewer than
+    /// [`MIN_NOISE_FRAMES`] means none qualified.
+    fn select_noise_frames(&mut self) {
+        let count = self.frame_indices.len();
+        self.mark_quiet_frames();
+        // A frame is a pause frame when no VAD frame within the guard is speech.
+        let speech = &self.speech;
+        let is_pause = |j: usize| {
+            let guard_start = j.saturating_sub(NOISE_GUARD_FRAMES);
+            let guard_end = (j + NOISE_GUARD_FRAMES + 1).min(speech.len());
+            !speech[guard_start..guard_end].iter().any(|&s| s)
+        };
+        let frame_indices = &self.frame_indices;
+        let pauses = || frame_indices.iter().enumerate().filter(|&(_, &j)| is_pause(j)).map(|(slot, _)| slot);
+        let quiet = &self.quiet;
+        self.noise_slots.clear();
+        self.noise_slots.extend(pauses().filter(|&slot| quiet[slot]));
+        if self.noise_slots.len() >= MIN_NOISE_FRAMES {
+            return;
+        }
+        self.noise_slots.clear();
+        self.noise_slots.extend(pauses());
+        if self.noise_slots.len() >= MIN_NOISE_FRAMES {
+            return;
+        }
+        self.noise_slots.clear();
+        self.noise_slots.extend((0..count).filter(|&slot| quiet[slot]));
+    }
+
+    /// Fills `quiet` with whether each STFT frame stays, in every band of [`QUIET_BAND_BINS`]
+    /// bins, within [`QUIET_MARGIN_DB`] of that band's floor over the clip (its
+    /// [`QUIET_FLOOR_QUANTILE`]). Bins are whitened first (divided by their own floor), so a
+    /// band's sum is as steady as its bin count allows even where the noise is steeply coloured,
+    /// and speech standing a few dB above the noise in any one band marks the frame as not quiet.
+    fn mark_quiet_frames(&mut self) {
+        let count = self.frame_indices.len();
+        let bins = self.spectrum.len();
+        let bands = (bins / QUIET_BAND_BINS).max(1);
+        let floor_index = ((QUIET_FLOOR_QUANTILE * count as f64) as usize).min(count - 1);
+        self.band_powers.clear();
+        self.band_powers.resize(bands * count, 0.0);
+        for bin in 0..bins {
+            let bin_powers = &self.powers[bin * count..(bin + 1) * count];
+            self.column.clear();
+            self.column.extend_from_slice(bin_powers);
+            let (_, &mut bin_floor, _) = self.column.select_nth_unstable_by(floor_index, f32::total_cmp);
+            if bin_floor <= 0.0 {
+                // Digital silence in a tenth of the frames: this bin cannot tell quiet frames.
+                continue;
+            }
+            let band = (bin / QUIET_BAND_BINS).min(bands - 1);
+            let row = &mut self.band_powers[band * count..(band + 1) * count];
+            for (total, &power) in row.iter_mut().zip(bin_powers) {
+                *total += power / bin_floor;
+            }
+        }
+        let margin = 10f32.powf(QUIET_MARGIN_DB as f32 / 10.0);
+        self.quiet.clear();
+        self.quiet.resize(count, true);
+        for band in 0..bands {
+            let row = &self.band_powers[band * count..(band + 1) * count];
+            self.column.clear();
+            self.column.extend_from_slice(row);
+            let (_, &mut band_floor, _) = self.column.select_nth_unstable_by(floor_index, f32::total_cmp);
+            for (quiet, &power) in self.quiet.iter_mut().zip(row) {
+                *quiet &= power <= band_floor * margin;
+            }
+        }
     }
 }
 
@@ -777,8 +868,9 @@ thread_local! {
 /// Other rates are resampled to 16 kHz first, so the SNR covers 0-8 kHz. Speech activity comes
 /// from earshot on 16 ms frames, with 64 ms gaps bridged and 16 ms blips dropped. The SNR is
 /// the clip's energy less the estimated noise energy, over the noise energy; the noise spectrum
-/// is averaged over frames at least 96 ms from any speech when there are enough of them
-/// (10 % of the clip and 0.3 s), else taken as a low quantile of each bin over the whole clip.
+/// is each bin's median over the frames at least 32 ms from any speech that are also quiet in
+/// every 500 Hz band, falling back to the pauses alone, then the quiet frames alone, then a low
+/// quantile of each bin over the whole clip (see `SpeechAnalyser::noise_power_per_sample`).
 /// Digital silence gives `None`; a clip whose noise is digital silence reads the upper clamp.
 pub fn analyse_speech(mono: &[f32], sample_rate: u32) -> SpeechAnalysis {
     ANALYSER.with(|analyser| match analyser.try_borrow_mut() {

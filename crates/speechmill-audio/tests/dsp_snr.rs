@@ -111,12 +111,12 @@ fn error_stats(errors: &[f64]) -> (f64, f64) {
 }
 
 // Tolerances. Against the true SNR (the brief's definition: clean-file energy over added-noise
-// energy): mean absolute error <= 1.0 dB and no error above 3.0 dB; measured 0.87 / 2.70 dB, the
-// worst cases being the 20 dB mixtures, where the recordings' own noise (21-25 dB down) is a
-// third to a half of the noise. Against the reference that counts the recordings' own noise
-// (as the estimator reads it on the clean file: 21.3 and 24.4 dB): mean <= 0.6 dB, worst
-// <= 1.5 dB; measured 0.46 / 1.24 dB. The residual errors come from speech leaking into pause frames at 0-5 dB and
-// from the pauses being 0.2-0.5 s of non-stationary room noise.
+// energy): mean absolute error <= 0.75 dB and no error above 3.0 dB; measured 0.62 / 2.56 dB (0.87
+// / 2.70 dB before the noise frames had to be quiet in every band), the worst cases being the
+// 20 dB mixtures, where the recordings' own noise (19 and 27 dB down as the estimator reads the
+// clean files) is up to half of the noise. Against the reference that counts the recordings' own
+// noise: mean <= 0.45 dB, worst <= 1.1 dB; measured 0.35 / 0.92 dB (0.46 / 1.24 dB before). The
+// residual errors come from the pauses being 0.2-0.5 s of non-stationary room noise.
 #[test]
 fn snr_of_real_speech_in_real_and_white_noise() {
     let conditions = run_conditions();
@@ -136,10 +136,64 @@ fn snr_of_real_speech_in_real_and_white_noise() {
     let (reference_mean, reference_worst) = error_stats(&reference_errors);
     println!("vs true SNR: mean absolute error {true_mean:.2} dB, worst {true_worst:.2} dB");
     println!("vs reference: mean absolute error {reference_mean:.2} dB, worst {reference_worst:.2} dB");
-    assert!(true_mean <= 1.0, "mean absolute error {true_mean:.2} dB");
+    assert!(true_mean <= 0.75, "mean absolute error {true_mean:.2} dB");
     assert!(true_worst <= 3.0, "worst error {true_worst:.2} dB");
-    assert!(reference_mean <= 0.6, "mean absolute error {reference_mean:.2} dB");
-    assert!(reference_worst <= 1.5, "worst error {reference_worst:.2} dB");
+    assert!(reference_mean <= 0.45, "mean absolute error {reference_mean:.2} dB");
+    assert!(reference_worst <= 1.1, "worst error {reference_worst:.2} dB");
+}
+
+/// Measures `speech` (at `rate`) mixed with `noise` at each true SNR; returns the errors.
+fn errors_at(label: &str, speech: &[f32], noise: &[f32], rate: u32, true_snrs_db: &[f64]) -> Vec<f64> {
+    true_snrs_db
+        .iter()
+        .map(|&true_snr_db| {
+            let measured =
+                analyse_speech(&mix(speech, noise, true_snr_db), rate).snr_db.expect("noisy speech has an SNR");
+            println!("{label} @ {true_snr_db} dB: measured {measured:6.2} dB, error {:+.2} dB", measured - true_snr_db);
+            measured - true_snr_db
+        })
+        .collect()
+}
+
+#[test]
+fn regression_short_studio_clips_in_loud_recorded_noise() {
+    // The alsa-utils prompts (1.4-1.5 s, 48 kHz, pauses of digital silence, so the true SNR is
+    // the physical one) in the recorded pink noise at 0-5 dB: the detector called nearly every
+    // frame speech, the estimator fell back to a low quantile of every frame, and speech in the
+    // low bins lifted it: mean absolute error 1.47 dB, worst 3.00 dB on these nine mixtures.
+    // Quiet frames found band by band now serve: measured 0.68 dB, worst 1.74 dB.
+    let (noise, noise_rate) = read_wav(NOISE_FILE);
+    let mut errors = Vec::new();
+    for file in ["alsa-utils/Front_Left.wav", "alsa-utils/Side_Right.wav", "alsa-utils/Front_Center.wav"] {
+        let (speech, rate) = read_wav(file);
+        assert_eq!(rate, noise_rate);
+        let looped: Vec<f32> = noise.iter().copied().cycle().skip(7919).take(speech.len()).collect();
+        errors.extend(errors_at(file, &speech, &looped, rate, &[0.0, 2.5, 5.0]));
+    }
+    let (mean, worst) = error_stats(&errors);
+    println!("mean absolute error {mean:.2} dB, worst {worst:.2} dB");
+    assert!(mean <= 1.0, "mean absolute error {mean:.2} dB");
+    assert!(worst <= 2.0, "worst error {worst:.2} dB");
+}
+
+#[test]
+fn regression_telephone_band_speech_in_white_noise() {
+    // Audiobook speech at 8 kHz with white noise over its 0-4 kHz band, at 0-10 dB: the detector
+    // calls band-limited noise speech, so there were no pauses and the low-quantile fallback
+    // overestimated the noise: mean absolute error 1.81 dB, worst 2.37 dB on these six mixtures.
+    // Measured now: 0.46 dB, worst 0.87 dB (the recordings' own noise, about 20 dB down, is
+    // part of that at 10 dB).
+    let mut errors = Vec::new();
+    for (file_index, file) in SPEECH_FILES.iter().enumerate() {
+        let (speech, rate) = read_wav(file);
+        let telephone = resample(&speech, rate, 8000);
+        let noise = white_noise(telephone.len(), 0x5eed + file_index as u64);
+        errors.extend(errors_at(file, &telephone, &noise, 8000, &[0.0, 5.0, 10.0]));
+    }
+    let (mean, worst) = error_stats(&errors);
+    println!("mean absolute error {mean:.2} dB, worst {worst:.2} dB");
+    assert!(mean <= 0.75, "mean absolute error {mean:.2} dB");
+    assert!(worst <= 1.5, "worst error {worst:.2} dB");
 }
 
 #[test]
