@@ -231,10 +231,10 @@ def tools(args) -> list[Tool]:
     python = sys.executable
     return [
         Tool('speechmill_j1', 'speechmill process --jobs 1',
-             lambda src, out: [speechmill, 'process', str(src), '--out', str(out), '--jobs', '1', '--quiet'],
+             lambda src, out: [speechmill, 'process', str(src), '--out', str(out), '--jobs', '1', '--quiet', '--no-cache'],
              env=SPEECHMILL_ENV, ok_codes=(0, 3)),
         Tool('speechmill_j2', 'speechmill process --jobs 2 (unpinned)',
-             lambda src, out: [speechmill, 'process', str(src), '--out', str(out), '--jobs', '2', '--quiet'],
+             lambda src, out: [speechmill, 'process', str(src), '--out', str(out), '--jobs', '2', '--quiet', '--no-cache'],
              pinned=False, env=SPEECHMILL_ENV, ok_codes=(0, 3)),
         Tool('python', 'Python pipeline (soundfile, soxr, pyloudnorm, webrtcvad)',
              lambda src, out: [python, str(peers / 'python_pipeline.py'), str(src), str(out)]),

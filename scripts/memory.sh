@@ -31,7 +31,7 @@ measure() {
     local out="$1"
     shift
     rm -rf "$out"
-    /usr/bin/time -f '%M %e' -o "$work/time.txt" "$speechmill" process "$@" --out "$out" --quiet >/dev/null 2>"$work/stderr.txt" || {
+    /usr/bin/time -f '%M %e' -o "$work/time.txt" "$speechmill" process "$@" --out "$out" --quiet --no-cache >/dev/null 2>"$work/stderr.txt" || {
         local code=$?
         if [ "$code" -ne 0 ] && [ "$code" -ne 3 ]; then
             cat "$work/stderr.txt" >&2
