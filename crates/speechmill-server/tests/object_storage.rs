@@ -174,7 +174,11 @@ impl Running {
                 .await
                 .unwrap();
         });
-        Running { base, key: key.key, http: reqwest::Client::new(), stop: Some(stop), task }
+        // A new connection per request: a refused upload is answered before its body is read and
+        // the connection is closed, which a pooled connection would only find out on the next
+        // request (a broken pipe that says nothing about the service).
+        let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        Running { base, key: key.key, http, stop: Some(stop), task }
     }
 
     async fn upload(&self, bytes: Vec<u8>) -> reqwest::Response {
